@@ -1,0 +1,109 @@
+"""create_app(settings, runtime): wiring only. The lifespan builds pools, queues and the fetcher."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from clipserve import __version__
+from clipserve.api import routes_embeddings, routes_models, routes_ops
+from clipserve.api.dependencies import AppContext
+from clipserve.api.errors import install_error_handlers
+from clipserve.api.middleware import RequestContextMiddleware
+from clipserve.config import Settings
+from clipserve.metrics import ServiceMetrics
+from clipserve.runtime.fetch import AddressPolicy, FetchLimits, ImageFetcher
+from clipserve.runtime.model import ClipRuntime
+from clipserve.service.embeddings import EmbeddingService, ImageLimits
+from clipserve.service.encoder_queues import EncoderQueues
+from clipserve.service.inputs import InputLimits
+
+logger = logging.getLogger(__name__)
+
+RANDOM_WEIGHTS_HEADER = ("x-clipserve-weights", "random; embeddings are meaningless")
+
+
+def create_app(settings: Settings, runtime: ClipRuntime) -> FastAPI:
+    """The HTTP app around an already-loaded runtime."""
+    context = AppContext(
+        settings=settings,
+        runtime=runtime,
+        metrics=ServiceMetrics(),
+        input_limits=InputLimits(settings.max_items_per_request, settings.max_text_chars),
+        started_at=int(time.time()),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with _running_services(context):
+            yield
+
+    app = FastAPI(
+        title="clipserve",
+        version=__version__,
+        description="OpenAI-compatible CLIP embeddings (laion/CLIP-ViT-B-32-laion2B-s34B-b79K)",
+        lifespan=lifespan,
+    )
+    app.state.context = context
+    install_error_handlers(app)
+    for module in (routes_embeddings, routes_models, routes_ops):
+        app.include_router(module.router)
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=context.metrics,
+        max_body_bytes=settings.max_request_bytes,
+        extra_headers=[RANDOM_WEIGHTS_HEADER] if runtime.weights.is_random else [],
+    )
+    return app
+
+
+@asynccontextmanager
+async def _running_services(context: AppContext) -> AsyncIterator[None]:
+    settings, runtime, metrics = context.settings, context.runtime, context.metrics
+    # One compute thread: torch already spreads one batch over every core; two would fight.
+    compute = ThreadPoolExecutor(1, thread_name_prefix="clipserve-compute")
+    decode = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="clipserve-decode")
+    queues = EncoderQueues.create(runtime, settings, compute, metrics)
+    metrics.watch_queue("images", lambda: queues.images.depth)
+    metrics.watch_queue("texts", lambda: queues.texts.depth)
+    fetcher = ImageFetcher(
+        AddressPolicy.from_cidrs(settings.image_fetch_allow_private, settings.image_fetch_allowed_networks),
+        FetchLimits(settings.max_image_bytes, settings.image_fetch_timeout_s, settings.image_fetch_max_redirects),
+    )
+    await fetcher.start()
+    context.compute_pool = compute
+    context.embeddings = EmbeddingService(
+        runtime,
+        queues,
+        fetcher,
+        decode,
+        ImageLimits(settings.max_image_bytes, settings.max_image_pixels, settings.image_fetch_concurrency),
+    )
+    queues.start()
+    warming = asyncio.create_task(_warm_up(context, compute))
+    try:
+        yield
+    finally:
+        context.ready = False
+        metrics.ready.set(0)
+        await warming
+        logger.info("draining: finishing %d queued items", queues.images.depth + queues.texts.depth)
+        await queues.stop()
+        await fetcher.close()
+        compute.shutdown(wait=True)
+        decode.shutdown(wait=True)
+        logger.info("stopped")
+
+
+async def _warm_up(context: AppContext, compute: ThreadPoolExecutor) -> None:
+    started = time.perf_counter()
+    await asyncio.get_running_loop().run_in_executor(compute, context.runtime.warmup)
+    context.ready = True
+    context.metrics.ready.set(1)
+    logger.info("ready (warm-up took %.2fs)", time.perf_counter() - started)

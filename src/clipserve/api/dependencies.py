@@ -1,0 +1,45 @@
+"""Small getters that hand routes their typed services (no globals)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+
+from fastapi import Request
+
+from clipserve.config import Settings
+from clipserve.errors import ServiceUnavailableError
+from clipserve.metrics import ServiceMetrics
+from clipserve.runtime.model import ClipRuntime
+from clipserve.service.embeddings import EmbeddingService
+from clipserve.service.inputs import InputLimits
+
+
+@dataclass
+class AppContext:
+    """Everything the app holds; built by create_app, filled in by the lifespan."""
+
+    settings: Settings
+    runtime: ClipRuntime
+    metrics: ServiceMetrics
+    input_limits: InputLimits
+    embeddings: EmbeddingService | None = None
+    compute_pool: ThreadPoolExecutor | None = None
+    ready: bool = False
+    started_at: int = field(default=0)
+
+
+def get_context(request: Request) -> AppContext:
+    context: AppContext = request.app.state.context
+    return context
+
+
+def get_embedding_service(request: Request) -> EmbeddingService:
+    service = get_context(request).embeddings
+    if service is None:
+        raise ServiceUnavailableError("the service is starting up; retry shortly")
+    return service
+
+
+def get_input_limits(request: Request) -> InputLimits:
+    return get_context(request).input_limits

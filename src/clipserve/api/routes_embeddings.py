@@ -1,0 +1,47 @@
+"""POST /v1/embeddings (OpenAI-compatible)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response
+
+from clipserve.api.dependencies import AppContext, get_context, get_embedding_service
+from clipserve.api.headers import timing_headers
+from clipserve.api.protocol import EmbeddingData, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage, ErrorResponse
+from clipserve.service.embeddings import EmbeddingService
+from clipserve.service.encoding import encode_vector
+from clipserve.service.inputs import parse_request_items
+from clipserve.service.model_names import resolve_model_name
+
+router = APIRouter(tags=["embeddings"])
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorResponse} for code in (400, 404, 413, 503)
+}
+
+
+@router.post("/v1/embeddings", response_model=EmbeddingResponse, responses=_ERRORS)
+async def create_embeddings(
+    body: EmbeddingRequest,
+    context: Annotated[AppContext, Depends(get_context)],
+    service: Annotated[EmbeddingService, Depends(get_embedding_service)],
+) -> Response:
+    model = resolve_model_name(body.model)
+    service.check_dimensions(body.dimensions)
+    items = parse_request_items(body.input, body.messages, context.input_limits)
+    result = await service.embed(items)
+    context.metrics.decode_seconds.observe(result.timings.decode_s)
+    response = EmbeddingResponse(
+        data=[
+            EmbeddingData(index=i, embedding=encode_vector(vector, body.encoding_format))
+            for i, vector in enumerate(result.vectors)
+        ],
+        model=model,
+        usage=EmbeddingUsage(
+            prompt_tokens=result.text_tokens, total_tokens=result.text_tokens, image_count=result.image_count
+        ),
+    )
+    return Response(
+        response.model_dump_json(), media_type="application/json", headers=timing_headers(result.timings)
+    )

@@ -1,0 +1,130 @@
+"""The `clipserve` command. Flags are generated from Settings, so CLI, env vars and docs never drift."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import typing
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from clipserve import __version__
+from clipserve.config import Settings
+from clipserve.errors import WeightsUnavailableError
+
+logger = logging.getLogger("clipserve")
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """One --flag per Settings field; unset flags fall back to CLIPSERVE_* env vars, then defaults."""
+    for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        env = f"CLIPSERVE_{name.upper()}"
+        default = field.get_default(call_default_factory=True)
+        help_text = f"{field.description} [env {env}; default {default!s}]"
+        annotation = field.annotation
+        kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
+        if annotation is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(annotation) is list:
+            kwargs.update(action="append", metavar="VALUE")
+        else:
+            choices = _literal_choices(annotation)
+            if choices:
+                kwargs["choices"] = choices
+            kwargs["metavar"] = name.split("_")[-1].upper() if not choices else None
+        parser.add_argument(flag, **kwargs)
+
+
+def _literal_choices(annotation: Any) -> list[str] | None:
+    if typing.get_origin(annotation) is typing.Literal:
+        return [str(a) for a in typing.get_args(annotation)]
+    return None
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields}
+    return Settings(**overrides)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def run_serve(settings: Settings) -> int:
+    import uvicorn
+
+    from clipserve.api.app import create_app
+    from clipserve.runtime.model import ClipRuntime, RuntimeSpec
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    logger.info("clipserve %s; data dir %s", __version__, settings.data_dir)
+    spec = RuntimeSpec(
+        weights=settings.weights,
+        architecture=settings.architecture,
+        device=settings.device,
+        torch_threads=settings.torch_threads,
+        seed=settings.random_seed,
+        cache_dir=settings.resolved_model_cache_dir,
+    )
+    try:
+        runtime = ClipRuntime.load(spec)
+    except (WeightsUnavailableError, RuntimeError) as exc:
+        print(f"clipserve: error: {exc}", file=sys.stderr)
+        return 2
+    if runtime.weights.is_random:
+        banner = "!" * 78
+        logger.warning(
+            "\n%s\n  RANDOM WEIGHTS (seed %d): embeddings are meaningless. For development only.\n"
+            "  Every response carries 'x-clipserve-weights: random'. Serve real weights with --weights.\n%s",
+            banner, settings.random_seed, banner,
+        )  # fmt: skip
+    config = uvicorn.Config(
+        create_app(settings, runtime),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        timeout_graceful_shutdown=int(settings.graceful_shutdown_s),
+        lifespan="on",
+    )
+    uvicorn.Server(config).run()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clipserve", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"clipserve {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="start the HTTP server",
+        description="Start the OpenAI-compatible HTTP server. Every flag can also be set as an env var.",
+    )
+    add_settings_arguments(serve)
+    serve.set_defaults(handler=run_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error["loc"]) or "settings"
+            print(f"clipserve: error: {where}: {error['msg']}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    handler: Callable[[Settings], int] = args.handler
+    return handler(settings)
+
+

@@ -1,0 +1,113 @@
+"""The one Settings object: built once at start from CLI flags and CLIPSERVE_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from clipserve.model_card import DEFAULT_WEIGHTS
+
+
+def default_data_dir() -> Path:
+    """The per-user data directory (e.g. ~/.local/share/clipserve on Linux)."""
+    return Path(platformdirs.user_data_dir("clipserve", appauthor=False))
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. CLI flags override environment variables, which override defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="CLIPSERVE_", extra="forbid", validate_default=True)
+
+    # where state and weights come from
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Directory that holds every piece of state (model cache, databases, indexes).",
+    )
+    weights: str = Field(
+        default=DEFAULT_WEIGHTS,
+        description=(
+            "Weights source: 'hf-hub:ORG/REPO' (open_clip hub loading, safetensors first), a local open_clip "
+            "checkpoint (.safetensors/.bin), a transformers CLIPModel directory or model.safetensors, "
+            "or 'random' (seeded random init, for offline development only)."
+        ),
+    )
+    model_cache_dir: Path | None = Field(
+        default=None, description="Where hub downloads are cached (default: DATA_DIR/models)."
+    )
+    random_seed: int = Field(default=0, description="Seed for --weights random.")
+    architecture: str = Field(
+        default="ViT-B-32",
+        description=(
+            "open_clip architecture (or a path to an open_clip model-config JSON) for local open_clip "
+            "checkpoints and random init; the served model is ViT-B-32."
+        ),
+    )
+
+    # compute
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="Where the model runs: auto uses CUDA when present."
+    )
+    torch_threads: int | None = Field(
+        default=None, ge=1, description="Intra-op threads for the model (default: all cores)."
+    )
+    decode_workers: int = Field(default=2, ge=1, description="Threads that decode and preprocess images.")
+
+    # batching
+    image_batch_size: int = Field(default=32, ge=1, description="Largest image batch sent to the model.")
+    text_batch_size: int = Field(default=64, ge=1, description="Largest text batch sent to the model.")
+    batch_wait_ms: float = Field(
+        default=5.0, ge=0, description="How long a batch waits for more items before it runs."
+    )
+    max_queue_items: int = Field(
+        default=4096,
+        ge=1,
+        description="Items admitted per queue (images, texts) before new requests get 503 + Retry-After.",
+    )
+
+    # request limits
+    max_items_per_request: int = Field(default=2048, ge=1, description="Inputs per request (OpenAI: 2048).")
+    max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, description="Largest request body.")
+    max_text_chars: int = Field(
+        default=20_000, ge=1, description="Longest input text (CLIP reads 77 tokens; longer text is truncated)."
+    )
+    max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, description="Largest encoded image.")
+    max_image_pixels: int = Field(
+        default=40_000_000, ge=1, description="Largest decoded image (width*height); more is a 400."
+    )
+
+    # image URLs
+    image_fetch_timeout_s: float = Field(default=10.0, gt=0, description="Total time to fetch one image URL.")
+    image_fetch_max_redirects: int = Field(default=3, ge=0, description="Redirects followed per image URL.")
+    image_fetch_concurrency: int = Field(default=16, ge=1, description="Image URLs fetched at once per request.")
+    image_fetch_allow_private: bool = Field(
+        default=False,
+        description="Allow image URLs that resolve to private, loopback, link-local or metadata addresses.",
+    )
+    image_fetch_allowed_networks: list[str] = Field(
+        default_factory=list,
+        description="CIDR networks allowed even though they are not public (e.g. an internal image host).",
+    )
+
+    # HTTP server
+    host: str = Field(default="127.0.0.1", description="Address to bind.")
+    port: int = Field(default=8000, ge=0, le=65535, description="Port to bind.")
+    graceful_shutdown_s: float = Field(
+        default=30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
+
+    @model_validator(mode="after")
+    def _queue_holds_a_full_request(self) -> Settings:
+        if self.max_queue_items < self.max_items_per_request:
+            raise ValueError(
+                "max_queue_items must be at least max_items_per_request, or a large request could never run"
+            )
+        return self
+
+    @property
+    def resolved_model_cache_dir(self) -> Path:
+        return self.model_cache_dir or self.data_dir / "models"

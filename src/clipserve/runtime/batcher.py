@@ -1,0 +1,218 @@
+"""Dynamic batching: coalesce items from concurrent requests into model batches.
+
+Knows nothing of HTTP or CLIP. Items are admitted in all-or-nothing reservations against a bounded queue
+(so a request either gets all its slots or a QueueFullError at once), collected until the batch is full or
+the oldest item has waited `max_wait_s`, and run on an executor so the event loop never runs model code.
+If a batch fails, its items are retried one by one so a bad item fails alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+from clipserve.errors import ServiceOverloadedError, ServiceUnavailableError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class QueueFullError(ServiceOverloadedError):
+    """The queue cannot take the items now; retry later."""
+
+
+class BatcherStoppedError(ServiceUnavailableError):
+    """The batcher is draining for shutdown and takes no new work."""
+
+
+@dataclass(frozen=True)
+class BatchTiming:
+    queue: str
+    queue_s: float
+    compute_s: float
+    batch_size: int
+    batch_id: int
+
+
+@dataclass(frozen=True)
+class Batched(Generic[R]):
+    """One item's result and how it got there."""
+
+    value: R
+    timing: BatchTiming
+
+
+class BatchObserver(Protocol):
+    def batch_ran(self, queue: str, size: int, queue_waits_s: Sequence[float], compute_s: float) -> None: ...
+
+
+@dataclass
+class _Pending(Generic[T, R]):
+    payload: T
+    future: asyncio.Future[Batched[R]]
+    enqueued_at: float
+
+
+class Reservation:
+    """Queue slots held for one request between admission and submission."""
+
+    def __init__(self, release: Callable[[int], None], size: int) -> None:
+        self._release = release
+        self.size = size
+
+    def release(self) -> None:
+        if self.size:
+            size, self.size = self.size, 0
+            self._release(size)
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class DynamicBatcher(Generic[T, R]):
+    def __init__(
+        self,
+        name: str,
+        run_batch: Callable[[list[T]], Sequence[R]],
+        executor: Executor,
+        *,
+        max_batch_size: int,
+        max_wait_s: float,
+        max_queue_size: int,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        self.name = name
+        self._run_batch = run_batch
+        self._executor = executor
+        self._max_batch_size = max_batch_size
+        self._max_wait_s = max_wait_s
+        self._max_queue_size = max_queue_size
+        self._observer = observer
+        self._pending: deque[_Pending[T, R]] = deque()
+        self._reserved = 0
+        self._wakeup = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._batch_ids = itertools.count(1)
+
+    @property
+    def depth(self) -> int:
+        """Items admitted and not yet handed to the model."""
+        return self._reserved + len(self._pending)
+
+    def reserve(self, size: int) -> Reservation:
+        """Admit `size` items or raise at once: QueueFullError when over capacity, BatcherStoppedError if stopping."""
+        if self._stopping:
+            raise BatcherStoppedError(f"the {self.name} queue is shutting down")
+        if self.depth + size > self._max_queue_size:
+            raise QueueFullError(
+                f"the {self.name} queue is full ({self.depth} of {self._max_queue_size} items); retry shortly"
+            )
+        self._reserved += size
+        return Reservation(self._release, size)
+
+    def submit(self, reservation: Reservation, payloads: Sequence[T]) -> list[asyncio.Future[Batched[R]]]:
+        """Queue payloads under a reservation of the same size; returns one future per payload."""
+        if len(payloads) != reservation.size:
+            raise ValueError(f"reservation holds {reservation.size} slots, got {len(payloads)} payloads")
+        loop = asyncio.get_running_loop()
+        now = time.perf_counter()
+        futures: list[asyncio.Future[Batched[R]]] = []
+        for payload in payloads:
+            future: asyncio.Future[Batched[R]] = loop.create_future()
+            self._pending.append(_Pending(payload, future, now))
+            futures.append(future)
+        reservation.release()  # the slots now live in _pending
+        self._wakeup.set()
+        return futures
+
+    def _release(self, size: int) -> None:
+        self._reserved -= size
+        self._wakeup.set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{self.name}")
+
+    async def stop(self) -> None:
+        """Refuse new work, finish everything admitted (drain), then stop."""
+        self._stopping = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            if not self._pending:
+                if self._stopping and self._reserved == 0:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            await self._wait_for_fill()
+            batch = self._take_batch()
+            if batch:
+                await self._execute(batch)
+
+    async def _wait_for_fill(self) -> None:
+        deadline = self._pending[0].enqueued_at + self._max_wait_s
+        while len(self._pending) < self._max_batch_size and not self._stopping:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                return
+
+    def _take_batch(self) -> list[_Pending[T, R]]:
+        batch: list[_Pending[T, R]] = []
+        while self._pending and len(batch) < self._max_batch_size:
+            item = self._pending.popleft()
+            if not item.future.done():  # skip items whose request was cancelled
+                batch.append(item)
+        return batch
+
+    async def _execute(self, batch: list[_Pending[T, R]]) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        batch_id = next(self._batch_ids)
+        try:
+            results = await loop.run_in_executor(self._executor, self._run_batch, [p.payload for p in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"run_batch returned {len(results)} results for {len(batch)} items")
+        except Exception as exc:  # noqa: BLE001 - any failure is isolated per item below, never lost
+            if len(batch) == 1:
+                self._settle_error(batch[0], exc)
+                return
+            logger.warning("%s batch of %d failed (%s); retrying items one by one", self.name, len(batch), exc)
+            for item in batch:
+                await self._execute([item])
+            return
+        compute_s = time.perf_counter() - started
+        waits = [started - p.enqueued_at for p in batch]
+        for item, value, wait in zip(batch, results, waits, strict=True):
+            if not item.future.done():
+                item.future.set_result(Batched(value, BatchTiming(self.name, wait, compute_s, len(batch), batch_id)))
+        if self._observer is not None:
+            self._observer.batch_ran(self.name, len(batch), waits, compute_s)
+
+    @staticmethod
+    def _settle_error(item: _Pending[T, R], exc: BaseException) -> None:
+        if not item.future.done():
+            item.future.set_exception(exc)

@@ -1,0 +1,196 @@
+"""Get image bytes from what a client sent: a data URI, raw base64, or an http(s) URL fetched safely.
+
+URL safety (SSRF): only http(s); every address a host name resolves to is checked *after* DNS, inside the
+connector's resolver, so the connection can only go to an address that passed; IP literals are checked
+before connecting; redirects are followed by hand, each hop checked again; size, time and hop count are capped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import ipaddress
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
+from yarl import URL
+
+from clipserve.errors import ImageFetchError, ImageTooLargeError, InvalidImageError
+
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+USER_AGENT = "clipserve-image-fetcher/1.0"
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def is_remote_source(source: str) -> bool:
+    return source[:8].lower().startswith(("http://", "https://"))
+
+
+def decode_inline_image(source: str, *, max_bytes: int) -> bytes:
+    """The bytes of a data URI or raw base64 string."""
+    payload = source
+    if source[:5].lower() == "data:":
+        header, sep, payload = source.partition(",")
+        if not sep or not header.lower().endswith(";base64"):
+            raise InvalidImageError("image data URI must be base64-encoded: data:image/...;base64,<data>")
+    elif ":" in source[:16] and "://" in source[:16]:
+        scheme = source.split(":", 1)[0]
+        raise InvalidImageError(f"unsupported image URL scheme {scheme!r}: use http(s), a data URI or base64")
+    payload = "".join(payload.split())  # tolerate line-wrapped base64
+    if len(payload) * 3 // 4 > max_bytes:
+        raise ImageTooLargeError(f"image is over the {max_bytes}-byte limit")
+    try:
+        return base64.b64decode(payload + "=" * (-len(payload) % 4), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidImageError("image is neither an http(s) URL, a data URI, nor valid base64") from exc
+
+
+@dataclass(frozen=True)
+class AddressPolicy:
+    """Which addresses image URLs may reach."""
+
+    allow_private: bool = False
+    allowed_networks: tuple[IPNetwork, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_cidrs(cls, allow_private: bool, cidrs: list[str]) -> AddressPolicy:
+        return cls(allow_private, tuple(ipaddress.ip_network(c, strict=False) for c in cidrs))
+
+    def allows(self, address: str) -> bool:
+        ip = _parse_ip(address)
+        if ip is None:
+            return False
+        if self.allow_private or any(ip in net for net in self.allowed_networks):
+            return True
+        # is_global is False for private, loopback, link-local (169.254.169.254 metadata), CGNAT
+        # (100.100.100.200 metadata), unique-local (fd00:ec2::254 metadata), reserved and unspecified.
+        return ip.is_global and not ip.is_multicast
+
+
+def _parse_ip(address: str) -> IPAddress | None:
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0].strip("[]"))
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address):
+        mapped = ip.ipv4_mapped or ip.sixtofour
+        if mapped is not None:
+            return mapped
+    return ip
+
+
+class BlockedAddressError(OSError):
+    """A host name resolved only to addresses the policy forbids."""
+
+
+class _PolicyResolver(AbstractResolver):
+    """Resolves with getaddrinfo, then drops every address the policy forbids."""
+
+    def __init__(self, policy: AddressPolicy) -> None:
+        self._policy = policy
+        self._inner = ThreadedResolver()
+
+    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        allowed = [r for r in results if self._policy.allows(r["host"])]
+        if not allowed:
+            raise BlockedAddressError(f"{host} resolves to a non-public address")
+        return allowed
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    max_bytes: int
+    timeout_s: float
+    max_redirects: int
+
+
+class ImageFetcher:
+    """Fetches image URLs under an AddressPolicy and FetchLimits. Create and close inside the event loop."""
+
+    def __init__(self, policy: AddressPolicy, limits: FetchLimits) -> None:
+        self._policy = policy
+        self._limits = limits
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(resolver=_PolicyResolver(self._policy), limit=64, ttl_dns_cache=30)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            trust_env=False,  # a proxy from the environment would bypass the address checks
+            timeout=aiohttp.ClientTimeout(total=self._limits.timeout_s),
+            headers={"User-Agent": USER_AGENT, "Accept": "image/*"},
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def fetch(self, url: str) -> bytes:
+        try:
+            async with asyncio.timeout(self._limits.timeout_s):
+                return await self._follow(URL(url))
+        except TimeoutError as exc:
+            raise ImageFetchError(f"timed out after {self._limits.timeout_s:g}s fetching {_safe(url)}") from exc
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, BlockedAddressError):
+                raise ImageFetchError(f"image URL {_safe(url)} is not allowed: {exc.os_error}") from exc
+            raise ImageFetchError(f"could not connect to fetch {_safe(url)}") from exc
+        except (aiohttp.ClientError, ValueError) as exc:
+            raise ImageFetchError(f"could not fetch {_safe(url)}: {type(exc).__name__}") from exc
+
+    async def _follow(self, url: URL) -> bytes:
+        if self._session is None:
+            raise RuntimeError("ImageFetcher.start() was not called")
+        for _ in range(self._limits.max_redirects + 1):
+            self._check_url(url)
+            async with self._session.get(url, allow_redirects=False) as response:
+                if response.status in REDIRECT_STATUSES:
+                    location = response.headers.get("Location")
+                    if not location:
+                        raise ImageFetchError(f"redirect without Location from {_safe(str(url))}")
+                    url = url.join(URL(location))
+                    continue
+                if response.status != 200:
+                    raise ImageFetchError(f"fetching {_safe(str(url))} returned HTTP {response.status}")
+                return await self._read_capped(response)
+        raise ImageFetchError(f"more than {self._limits.max_redirects} redirects fetching the image")
+
+    def _check_url(self, url: URL) -> None:
+        if url.scheme not in ("http", "https"):
+            raise ImageFetchError(f"unsupported image URL scheme {url.scheme!r}: only http and https")
+        if not url.host:
+            raise ImageFetchError("image URL has no host")
+        if _parse_ip(url.host) is not None and not self._policy.allows(url.host):
+            raise ImageFetchError(f"image URL {_safe(str(url))} is not allowed: non-public address")
+
+    async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
+        cap = self._limits.max_bytes
+        if response.content_length is not None and response.content_length > cap:
+            raise ImageTooLargeError(f"image is {response.content_length} bytes; the limit is {cap}")
+        chunks: list[bytes] = []
+        total = 0
+        async for chunk in response.content.iter_chunked(1 << 16):
+            total += len(chunk)
+            if total > cap:
+                raise ImageTooLargeError(f"image is over the {cap}-byte limit")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _safe(url: str, limit: int = 120) -> str:
+    """A URL shortened for messages (query strings may carry tokens)."""
+    parsed: Any = URL(url) if url else url
+    shown = str(parsed.with_query(None).with_fragment(None)) if isinstance(parsed, URL) else str(parsed)
+    return shown if len(shown) <= limit else shown[:limit] + "..."

@@ -1,0 +1,119 @@
+"""The encoder: open_clip's CLIP with its eval transform and tokenizer, on one device, in inference mode.
+
+Four verbs: load, preprocess, encode_images, encode_texts (plus tokenize). Outputs are L2-normalised
+float32 numpy arrays, computed exactly as open_clip's encode_* followed by F.normalize.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F  # noqa: N812 - the conventional name
+from PIL import Image
+
+from clipserve.runtime.weights import LoadedModel, WeightsInfo, load_model
+
+logger = logging.getLogger(__name__)
+
+DeviceChoice = Literal["auto", "cpu", "cuda"]
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    weights: str
+    architecture: str = "ViT-B-32"
+    device: DeviceChoice = "auto"
+    torch_threads: int | None = None
+    seed: int = 0
+    cache_dir: Path = Path("models")
+
+
+@dataclass(frozen=True)
+class TokenizedTexts:
+    ids: torch.Tensor  # [n, context_length] int64
+    token_counts: list[int]  # tokens each text occupies, start/end markers included, after truncation
+
+
+def select_device(choice: DeviceChoice) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for but no CUDA device is available")
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+class ClipRuntime:
+    def __init__(self, loaded: LoadedModel, device: torch.device) -> None:
+        self.device = device
+        self.weights: WeightsInfo = loaded.info
+        self._model = loaded.model.to(device).eval()
+        self._preprocess = loaded.preprocess
+        self._tokenizer = open_clip.get_tokenizer(self._tokenizer_name(loaded.info.architecture))
+        self.context_length: int = int(self._model.context_length)
+        self.embed_dim: int = int(self._model.text_projection.shape[1])
+        self.logit_scale: float = float(self._model.logit_scale.exp().item())
+
+    @classmethod
+    def load(cls, spec: RuntimeSpec) -> ClipRuntime:
+        """Load weights (raises WeightsUnavailableError) and place the model on its device."""
+        if spec.torch_threads:
+            torch.set_num_threads(spec.torch_threads)
+        device = select_device(spec.device)
+        if device.type == "cuda":
+            # fp32 means fp32: TF32 convolutions would break parity with the reference.
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
+        loaded = load_model(spec.weights, architecture=spec.architecture, cache_dir=spec.cache_dir, seed=spec.seed)
+        runtime = cls(loaded, device)
+        logger.info(
+            "model loaded: %s (%s, fingerprint %s) on %s, %d torch threads",
+            loaded.info.source,
+            loaded.info.architecture,
+            loaded.info.fingerprint,
+            device,
+            torch.get_num_threads(),
+        )
+        return runtime
+
+    @staticmethod
+    def _tokenizer_name(architecture: str) -> str:
+        # Hub and local-dir configs name their tokenizer themselves; built-ins use the architecture name.
+        return architecture if architecture in open_clip.list_models() else "ViT-B-32"
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """open_clip's eval transform: [3, 224, 224] float32."""
+        return self._preprocess(image)
+
+    def tokenize(self, texts: list[str]) -> TokenizedTexts:
+        ids = self._tokenizer(texts, context_length=self.context_length)
+        # The end-of-text token has the largest id, so its position is the argmax (as open_clip pools).
+        counts = (ids.argmax(dim=-1) + 1).tolist()
+        return TokenizedTexts(ids, counts)
+
+    @torch.inference_mode()
+    def encode_images(self, pixels: torch.Tensor) -> np.ndarray:
+        """[n, 3, H, W] preprocessed pixels -> [n, embed_dim] unit vectors."""
+        features = self._model.encode_image(pixels.to(self.device, non_blocking=True))
+        return _to_numpy(F.normalize(features.float(), dim=-1))
+
+    @torch.inference_mode()
+    def encode_texts(self, ids: torch.Tensor) -> np.ndarray:
+        """[n, context_length] token ids -> [n, embed_dim] unit vectors."""
+        features = self._model.encode_text(ids.to(self.device, non_blocking=True))
+        return _to_numpy(F.normalize(features.float(), dim=-1))
+
+    def warmup(self) -> None:
+        """One forward pass per tower, so the first request does not pay for lazy initialisation."""
+        blank = Image.new("RGB", (256, 256), (127, 127, 127))
+        self.encode_images(self.preprocess(blank).unsqueeze(0))
+        self.encode_texts(self.tokenize(["a photo of a cat."]).ids)
+
+
+def _to_numpy(features: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(features.cpu().numpy(), dtype=np.float32)

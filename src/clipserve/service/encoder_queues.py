@@ -1,0 +1,65 @@
+"""The two batch queues in front of the model (images, texts), sharing one compute thread."""
+
+from __future__ import annotations
+
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from clipserve.config import Settings
+from clipserve.runtime.batcher import BatchObserver, DynamicBatcher
+from clipserve.runtime.model import ClipRuntime
+
+ImageQueue = DynamicBatcher[torch.Tensor, np.ndarray]
+TextQueue = DynamicBatcher[torch.Tensor, np.ndarray]
+
+
+@dataclass
+class EncoderQueues:
+    images: ImageQueue
+    texts: TextQueue
+
+    @classmethod
+    def create(
+        cls, runtime: ClipRuntime, settings: Settings, compute: Executor, observer: BatchObserver | None
+    ) -> EncoderQueues:
+        """One queue per tower. `compute` should be single-threaded: the model already uses every core."""
+
+        def encode_images(pixels: list[torch.Tensor]) -> list[np.ndarray]:
+            return list(runtime.encode_images(torch.stack(pixels)))
+
+        def encode_texts(ids: list[torch.Tensor]) -> list[np.ndarray]:
+            return list(runtime.encode_texts(torch.stack(ids)))
+
+        wait_s = settings.batch_wait_ms / 1000.0
+        queue_size = settings.max_queue_items
+        images: ImageQueue = DynamicBatcher(
+            "images",
+            encode_images,
+            compute,
+            max_batch_size=settings.image_batch_size,
+            max_wait_s=wait_s,
+            max_queue_size=queue_size,
+            observer=observer,
+        )
+        texts: TextQueue = DynamicBatcher(
+            "texts",
+            encode_texts,
+            compute,
+            max_batch_size=settings.text_batch_size,
+            max_wait_s=wait_s,
+            max_queue_size=queue_size,
+            observer=observer,
+        )
+        return cls(images=images, texts=texts)
+
+    def start(self) -> None:
+        self.images.start()
+        self.texts.start()
+
+    async def stop(self) -> None:
+        """Drain both queues: everything admitted is answered."""
+        await self.images.stop()
+        await self.texts.stop()

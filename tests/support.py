@@ -1,0 +1,100 @@
+"""Helpers the tests share: photos, image encoders, and an in-process app with a real lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import skimage
+from PIL import Image
+
+from clipserve.api.app import create_app
+from clipserve.config import Settings
+from clipserve.runtime.model import ClipRuntime
+
+TINY_CONFIG = Path(__file__).parent / "fixtures" / "clipserve-tiny.json"
+SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
+# The parity set: colour photos, a grayscale one and an RGBA one.
+PHOTO_FILES = {
+    "astronaut": "astronaut.png",
+    "chelsea": "chelsea.png",
+    "coffee": "coffee.png",
+    "rocket": "rocket.jpg",
+    "camera": "camera.png",  # L
+    "horse": "horse.png",  # RGBA
+}
+TEXTS = [
+    "a photo of an astronaut",
+    "a cat lying on a blanket",
+    "a cup of coffee",
+    "a rocket on the launch pad",
+    "x",
+    "A very long caption " + "that keeps going and going " * 20,
+    "emoji 🐱 and ünïcödé",
+]
+
+
+def photo_path(name: str) -> Path:
+    return SKIMAGE_DATA / PHOTO_FILES[name]
+
+
+def data_uri(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64," + base64.b64encode(data).decode()
+
+
+def encode_image(image: Image.Image, fmt: str = "PNG", **save_args: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **save_args)
+    return buffer.getvalue()
+
+
+def gradient_image(width: int = 320, height: int = 240, seed: int = 0) -> Image.Image:
+    """A deterministic, non-trivial RGB image."""
+    rng = np.random.default_rng(seed)
+    x = np.linspace(0, 255, width)[None, :, None]
+    y = np.linspace(0, 255, height)[:, None, None]
+    base = np.concatenate([x + 0 * y, y + 0 * x, (x + y) / 2], axis=2)
+    noise = rng.integers(0, 40, size=(height, width, 3))
+    return Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8), "RGB")
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"data_dir": tmp_path, "weights": "random", "batch_wait_ms": 2.0}
+    values.update(overrides)
+    return Settings(**values)
+
+
+@asynccontextmanager
+async def running_app(
+    runtime: ClipRuntime, tmp_path: Path, **overrides: Any
+) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
+    """The real app (lifespan included) around `runtime`, with a client; waits until /ready."""
+    app = create_app(make_settings(tmp_path, **overrides), runtime)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://clipserve.test", timeout=60) as client:
+            for _ in range(600):
+                if (await client.get("/ready")).status_code == 200:
+                    break
+                await asyncio.sleep(0.01)
+            yield client, app
+
+
+def vectors(body: dict[str, Any]) -> np.ndarray:
+    """The embeddings of a response body (float or base64), in index order."""
+    rows = sorted(body["data"], key=lambda d: d["index"])
+    out = []
+    for row in rows:
+        value = row["embedding"]
+        if isinstance(value, str):
+            out.append(np.frombuffer(base64.b64decode(value), dtype="<f4"))
+        else:
+            out.append(np.asarray(value, dtype=np.float32))
+    return np.stack(out)

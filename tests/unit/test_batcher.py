@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+import pytest
+
+from clipserve.runtime.batcher import BatcherStoppedError, DynamicBatcher, QueueFullError
+
+pytestmark = pytest.mark.anyio
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    def square(self, payloads: list[int]) -> list[int]:
+        if any(p < 0 for p in payloads):
+            raise ValueError("negative payload")
+        self.batches.append(list(payloads))
+        return [p * p for p in payloads]
+
+
+@asynccontextmanager
+async def batcher_for(
+    run: Callable[[list[int]], Sequence[int]], **kwargs: float
+) -> AsyncIterator[DynamicBatcher[int, int]]:
+    options = {"max_batch_size": 8, "max_wait_s": 0.05, "max_queue_size": 64} | kwargs
+    with ThreadPoolExecutor(1) as pool:
+        batcher: DynamicBatcher[int, int] = DynamicBatcher(
+            "test",
+            run,
+            pool,
+            max_batch_size=int(options["max_batch_size"]),
+            max_wait_s=options["max_wait_s"],
+            max_queue_size=int(options["max_queue_size"]),
+        )
+        batcher.start()
+        try:
+            yield batcher
+        finally:
+            await batcher.stop()
+
+
+async def submit_one(batcher: DynamicBatcher[int, int], value: int) -> int:
+    with batcher.reserve(1) as slot:
+        (future,) = batcher.submit(slot, [value])
+    return (await future).value
+
+
+async def test_concurrent_submissions_coalesce_into_one_batch() -> None:
+    recorder = Recorder()
+    async with batcher_for(recorder.square) as batcher:
+        results = await asyncio.gather(*(submit_one(batcher, i) for i in range(6)))
+    assert results == [i * i for i in range(6)]
+    assert recorder.batches == [[0, 1, 2, 3, 4, 5]]
+
+
+async def test_batches_never_exceed_max_batch_size() -> None:
+    recorder = Recorder()
+    async with batcher_for(recorder.square, max_batch_size=4) as batcher:
+        with batcher.reserve(10) as slots:
+            futures = batcher.submit(slots, list(range(10)))
+        results = [(await f) for f in futures]
+    assert [r.value for r in results] == [i * i for i in range(10)]
+    assert [len(b) for b in recorder.batches] == [4, 4, 2]
+    assert results[0].timing.batch_size == 4
+    assert results[-1].timing.batch_size == 2
+    assert all(r.timing.queue_s >= 0 and r.timing.compute_s >= 0 for r in results)
+
+
+async def test_a_full_queue_refuses_at_once_and_recovers() -> None:
+    async with batcher_for(Recorder().square, max_queue_size=5) as batcher:
+        held = batcher.reserve(4)
+        with pytest.raises(QueueFullError) as caught:
+            batcher.reserve(2)
+        assert caught.value.status_code == 503
+        assert caught.value.headers["Retry-After"]
+        assert batcher.depth == 4
+        held.release()
+        assert batcher.depth == 0
+        assert await submit_one(batcher, 3) == 9
+
+
+async def test_a_failing_item_fails_alone() -> None:
+    recorder = Recorder()
+    async with batcher_for(recorder.square) as batcher:
+        outcomes = await asyncio.gather(
+            *(submit_one(batcher, v) for v in (1, 2, -1, 3)), return_exceptions=True
+        )
+    assert outcomes[:2] == [1, 4]
+    assert isinstance(outcomes[2], ValueError)
+    assert outcomes[3] == 9
+
+
+async def test_stop_drains_admitted_work_then_refuses_new_work() -> None:
+    gate = threading.Event()
+    recorder = Recorder()
+
+    def slow_square(payloads: list[int]) -> list[int]:
+        gate.wait(5)
+        return recorder.square(payloads)
+
+    async with batcher_for(slow_square, max_batch_size=2, max_wait_s=0.0) as batcher:
+        with batcher.reserve(6) as slots:
+            futures = batcher.submit(slots, list(range(6)))
+        stopping = asyncio.ensure_future(batcher.stop())
+        await asyncio.sleep(0.05)
+        with pytest.raises(BatcherStoppedError):
+            batcher.reserve(1)
+        gate.set()
+        await stopping
+        assert [(await f).value for f in futures] == [i * i for i in range(6)]
+
+
+async def test_queue_fills_while_the_model_is_busy() -> None:
+    gate = threading.Event()
+
+    def blocked(payloads: list[int]) -> list[int]:
+        gate.wait(5)
+        return payloads
+
+    async with batcher_for(blocked, max_batch_size=2, max_wait_s=0.0, max_queue_size=4) as batcher:
+        with batcher.reserve(2) as first:
+            running = batcher.submit(first, [1, 2])
+        await asyncio.sleep(0.05)  # the first batch is now on the (blocked) executor
+        with batcher.reserve(4) as second:
+            queued = batcher.submit(second, [3, 4, 5, 6])
+        with pytest.raises(QueueFullError):
+            batcher.reserve(1)
+        gate.set()
+        assert [(await f).value for f in running + queued] == [1, 2, 3, 4, 5, 6]

@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clipserve.errors import ImageTooLargeError, InvalidImageError
+from clipserve.runtime.images import decode_image
+from tests.support import encode_image, gradient_image
+
+MAX_PIXELS = 40_000_000
+
+
+def decode(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    return decode_image(data, max_pixels=max_pixels)
+
+
+@pytest.mark.parametrize(("fmt", "args"), [("PNG", {}), ("JPEG", {"quality": 95}), ("WEBP", {}), ("BMP", {}),
+                                           ("TIFF", {}), ("GIF", {})])  # fmt: skip
+def test_every_supported_format_decodes(fmt: str, args: dict[str, object]) -> None:
+    image = decode(encode_image(gradient_image(64, 48), fmt, **args))
+    assert image.size == (64, 48)
+    assert image.mode in ("RGB", "RGBA")
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [("L", "L"), ("LA", "LA"), ("RGBA", "RGBA"), ("RGB", "RGB"), ("1", "L"), ("P", "RGB"), ("CMYK", "RGB")],
+)
+def test_modes_become_what_the_reference_transform_handles(mode: str, expected: str) -> None:
+    source = gradient_image(32, 32).convert(mode)
+    fmt = "JPEG" if mode == "CMYK" else "PNG" if mode != "CMYK" else "TIFF"
+    decoded = decode(encode_image(source, fmt))
+    assert decoded.mode == expected
+    assert decoded.convert("RGB").size == (32, 32)
+
+
+def test_palette_with_transparency_keeps_alpha() -> None:
+    source = Image.new("P", (8, 8), 0)
+    source.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    source.info["transparency"] = 1
+    decoded = decode(encode_image(source, "PNG", transparency=1))
+    assert decoded.mode == "RGBA"
+
+
+def test_16_bit_grayscale_is_scaled_not_clipped() -> None:
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    decoded = decode(encode_image(Image.fromarray(ramp), "PNG"))
+    pixels = np.asarray(decoded)
+    assert decoded.mode == "L"
+    assert pixels.min() == 0
+    assert pixels.max() == 255
+    # Pillow's plain convert would saturate everything above 255; the scaled ramp stays a ramp.
+    assert 120 < pixels.mean() < 135
+
+
+def test_exif_orientation_is_applied() -> None:
+    source = Image.new("RGB", (40, 20), (255, 0, 0))
+    source.paste((0, 0, 255), (20, 0, 40, 20))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    decoded = decode(encode_image(source, "JPEG", exif=exif, quality=95))
+    assert decoded.size == (20, 40)
+    top, bottom = decoded.getpixel((10, 5)), decoded.getpixel((10, 35))
+    assert top[0] > 200 and top[2] < 60  # red (was left) is now on top
+    assert bottom[2] > 200 and bottom[0] < 60
+
+
+def test_animated_gif_uses_the_first_frame() -> None:
+    frames = [Image.new("RGB", (16, 16), (255, 0, 0)), Image.new("RGB", (16, 16), (0, 0, 255))]
+    data = encode_image(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
+    pixel = decode(data).convert("RGB").getpixel((8, 8))
+    assert pixel[0] > 200 and pixel[2] < 50
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"not an image", b"\x89PNG\r\n\x1a\n" + b"\x00" * 50, b"GIF89a" + b"\xff" * 10],
+)
+def test_garbage_is_an_invalid_image(data: bytes) -> None:
+    with pytest.raises(InvalidImageError):
+        decode(data)
+
+
+def test_truncated_jpeg_is_an_invalid_image() -> None:
+    data = encode_image(gradient_image(256, 256), "JPEG")
+    with pytest.raises(InvalidImageError):
+        decode(data[: len(data) // 2])
+
+
+def test_unsupported_format_is_rejected() -> None:
+    with pytest.raises(InvalidImageError):
+        decode(encode_image(gradient_image(32, 32), "ICO"))
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A tiny PNG that declares a huge canvas: the shape of a decompression bomb."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(
+        b"IEND", b""
+    )
+
+
+@pytest.mark.parametrize(("width", "height"), [(10_000, 10_000), (60_000, 60_000)])
+def test_images_over_the_pixel_cap_are_rejected_before_decoding(width: int, height: int) -> None:
+    with pytest.raises(ImageTooLargeError):
+        decode(_png_header_only(width, height))
+
+
+def test_pixel_cap_is_configurable() -> None:
+    data = encode_image(gradient_image(100, 100), "PNG")
+    assert decode(data, max_pixels=10_000).size == (100, 100)
+    with pytest.raises(ImageTooLargeError, match="10000 pixels; the limit is 9999"):
+        decode(data, max_pixels=9_999)
