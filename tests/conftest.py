@@ -35,4 +35,6 @@ def tiny_runtime():  # type: ignore[no-untyped-def]
     """A tiny CLIP (2 layers per tower, 512-d output) with seeded random weights."""
     from clipserve.runtime.model import ClipRuntime, RuntimeSpec
 
-    return ClipRuntime.load(RuntimeSpec(weights="random", architecture=str(TINY_CONFIG), device="cpu", seed=0))
+    return ClipRuntime.load(
+        RuntimeSpec(weights="random", architecture=str(TINY_CONFIG), device="cpu", seed=0)
+    )

@@ -79,7 +79,9 @@ async def running_app(
     app = create_app(make_settings(tmp_path, **overrides), runtime)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://clipserve.test", timeout=60) as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://clipserve.test", timeout=60
+        ) as client:
             for _ in range(600):
                 if (await client.get("/ready")).status_code == 200:
                     break

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-
 import typing
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -126,5 +125,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level)
     handler: Callable[[Settings], int] = args.handler
     return handler(settings)
-
-

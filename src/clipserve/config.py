@@ -72,7 +72,9 @@ class Settings(BaseSettings):
     max_items_per_request: int = Field(default=2048, ge=1, description="Inputs per request (OpenAI: 2048).")
     max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, description="Largest request body.")
     max_text_chars: int = Field(
-        default=20_000, ge=1, description="Longest input text (CLIP reads 77 tokens; longer text is truncated)."
+        default=20_000,
+        ge=1,
+        description="Longest input text (CLIP reads 77 tokens; longer text is truncated).",
     )
     max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, description="Largest encoded image.")
     max_image_pixels: int = Field(
@@ -82,7 +84,9 @@ class Settings(BaseSettings):
     # image URLs
     image_fetch_timeout_s: float = Field(default=10.0, gt=0, description="Total time to fetch one image URL.")
     image_fetch_max_redirects: int = Field(default=3, ge=0, description="Redirects followed per image URL.")
-    image_fetch_concurrency: int = Field(default=16, ge=1, description="Image URLs fetched at once per request.")
+    image_fetch_concurrency: int = Field(
+        default=16, ge=1, description="Image URLs fetched at once per request."
+    )
     image_fetch_allow_private: bool = Field(
         default=False,
         description="Allow image URLs that resolve to private, loopback, link-local or metadata addresses.",

@@ -60,7 +60,9 @@ class ServiceMetrics:
             buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.items = Counter("clipserve_items", "Items encoded by the model", ["queue"], registry=r)
-        self.queue_depth = Gauge("clipserve_queue_depth", "Items admitted, not yet batched", ["queue"], registry=r)
+        self.queue_depth = Gauge(
+            "clipserve_queue_depth", "Items admitted, not yet batched", ["queue"], registry=r
+        )
         self.items_per_second = Gauge(
             "clipserve_items_per_second", "Items encoded per second (10 s window)", ["queue"], registry=r
         )

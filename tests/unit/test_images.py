@@ -65,15 +65,18 @@ def test_exif_orientation_is_applied() -> None:
     decoded = decode(encode_image(source, "JPEG", exif=exif, quality=95))
     assert decoded.size == (20, 40)
     top, bottom = decoded.getpixel((10, 5)), decoded.getpixel((10, 35))
-    assert top[0] > 200 and top[2] < 60  # red (was left) is now on top
-    assert bottom[2] > 200 and bottom[0] < 60
+    assert top[0] > 200
+    assert top[2] < 60
+    assert bottom[2] > 200
+    assert bottom[0] < 60
 
 
 def test_animated_gif_uses_the_first_frame() -> None:
     frames = [Image.new("RGB", (16, 16), (255, 0, 0)), Image.new("RGB", (16, 16), (0, 0, 255))]
     data = encode_image(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
     pixel = decode(data).convert("RGB").getpixel((8, 8))
-    assert pixel[0] > 200 and pixel[2] < 50
+    assert pixel[0] > 200
+    assert pixel[2] < 50
 
 
 @pytest.mark.parametrize(
@@ -100,11 +103,16 @@ def _png_header_only(width: int, height: int) -> bytes:
     """A tiny PNG that declares a huge canvas: the shape of a decompression bomb."""
 
     def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+        return (
+            struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(
-        b"IEND", b""
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
     )
 
 

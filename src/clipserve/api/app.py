@@ -74,10 +74,13 @@ async def _running_services(context: AppContext) -> AsyncIterator[None]:
     metrics.watch_queue("texts", lambda: queues.texts.depth)
     fetcher = ImageFetcher(
         AddressPolicy.from_cidrs(settings.image_fetch_allow_private, settings.image_fetch_allowed_networks),
-        FetchLimits(settings.max_image_bytes, settings.image_fetch_timeout_s, settings.image_fetch_max_redirects),
+        FetchLimits(
+            settings.max_image_bytes, settings.image_fetch_timeout_s, settings.image_fetch_max_redirects
+        ),
     )
     await fetcher.start()
     context.compute_pool = compute
+    context.queues = queues
     context.embeddings = EmbeddingService(
         runtime,
         queues,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from fastapi import Request
 
@@ -12,6 +12,7 @@ from clipserve.errors import ServiceUnavailableError
 from clipserve.metrics import ServiceMetrics
 from clipserve.runtime.model import ClipRuntime
 from clipserve.service.embeddings import EmbeddingService
+from clipserve.service.encoder_queues import EncoderQueues
 from clipserve.service.inputs import InputLimits
 
 
@@ -24,6 +25,7 @@ class AppContext:
     metrics: ServiceMetrics
     input_limits: InputLimits
     embeddings: EmbeddingService | None = None
+    queues: EncoderQueues | None = None
     compute_pool: ThreadPoolExecutor | None = None
     ready: bool = False
     started_at: int = field(default=0)

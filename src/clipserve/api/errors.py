@@ -48,7 +48,9 @@ async def handle_validation_error(request: Request, exc: Exception) -> JSONRespo
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
     loc = [str(part) for part in first.get("loc", ()) if part != "body"]
     if first.get("type") == "json_invalid":
-        return error_response(400, "request body is not valid JSON", "invalid_request_error", code="invalid_json")
+        return error_response(
+            400, "request body is not valid JSON", "invalid_request_error", code="invalid_json"
+        )
     if not loc and first.get("type") in ("model_attributes_type", "dict_type"):
         return error_response(
             400, "request body must be a JSON object (send Content-Type: application/json)",
@@ -64,13 +66,17 @@ async def handle_validation_error(request: Request, exc: Exception) -> JSONRespo
 
 async def handle_http_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    if isinstance(exc.__cause__, ClipserveError):  # e.g. body over the size cap, raised while FastAPI reads it
+    if isinstance(
+        exc.__cause__, ClipserveError
+    ):  # e.g. body over the size cap, raised while FastAPI reads it
         return _from_clipserve(exc.__cause__)
     if exc.status_code == 404:
         message = f"Invalid URL ({request.method} {request.url.path})"
     else:
         message = str(exc.detail)
-    error_type = _HTTP_TYPES.get(exc.status_code, "invalid_request_error" if exc.status_code < 500 else "server_error")
+    error_type = _HTTP_TYPES.get(
+        exc.status_code, "invalid_request_error" if exc.status_code < 500 else "server_error"
+    )
     return error_response(exc.status_code, message, error_type, headers=getattr(exc, "headers", None))
 
 

@@ -8,7 +8,13 @@ from fastapi import APIRouter, Depends, Response
 
 from clipserve.api.dependencies import AppContext, get_context, get_embedding_service
 from clipserve.api.headers import timing_headers
-from clipserve.api.protocol import EmbeddingData, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage, ErrorResponse
+from clipserve.api.protocol import (
+    EmbeddingData,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    EmbeddingUsage,
+    ErrorResponse,
+)
 from clipserve.service.embeddings import EmbeddingService
 from clipserve.service.encoding import encode_vector
 from clipserve.service.inputs import parse_request_items

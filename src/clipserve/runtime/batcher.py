@@ -200,7 +200,9 @@ class DynamicBatcher(Generic[T, R]):
             if len(batch) == 1:
                 self._settle_error(batch[0], exc)
                 return
-            logger.warning("%s batch of %d failed (%s); retrying items one by one", self.name, len(batch), exc)
+            logger.warning(
+                "%s batch of %d failed (%s); retrying items one by one", self.name, len(batch), exc
+            )
             for item in batch:
                 await self._execute([item])
             return
@@ -208,7 +210,9 @@ class DynamicBatcher(Generic[T, R]):
         waits = [started - p.enqueued_at for p in batch]
         for item, value, wait in zip(batch, results, waits, strict=True):
             if not item.future.done():
-                item.future.set_result(Batched(value, BatchTiming(self.name, wait, compute_s, len(batch), batch_id)))
+                item.future.set_result(
+                    Batched(value, BatchTiming(self.name, wait, compute_s, len(batch), batch_id))
+                )
         if self._observer is not None:
             self._observer.batch_ran(self.name, len(batch), waits, compute_s)
 

@@ -97,7 +97,9 @@ class _PolicyResolver(AbstractResolver):
         self._policy = policy
         self._inner = ThreadedResolver()
 
-    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[ResolveResult]:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         results = await self._inner.resolve(host, port, family)
         allowed = [r for r in results if self._policy.allows(r["host"])]
         if not allowed:
@@ -142,7 +144,9 @@ class ImageFetcher:
             async with asyncio.timeout(self._limits.timeout_s):
                 return await self._follow(URL(url))
         except TimeoutError as exc:
-            raise ImageFetchError(f"timed out after {self._limits.timeout_s:g}s fetching {_safe(url)}") from exc
+            raise ImageFetchError(
+                f"timed out after {self._limits.timeout_s:g}s fetching {_safe(url)}"
+            ) from exc
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, BlockedAddressError):
                 raise ImageFetchError(f"image URL {_safe(url)} is not allowed: {exc.os_error}") from exc

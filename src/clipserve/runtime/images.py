@@ -30,7 +30,7 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
+            image: Image.Image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageTooLargeError(

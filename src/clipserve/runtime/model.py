@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 import open_clip
 import torch
-import torch.nn.functional as F  # noqa: N812 - the conventional name
+import torch.nn.functional as F
 from PIL import Image
 
 from clipserve.runtime.weights import LoadedModel, WeightsInfo, load_model
@@ -69,7 +69,9 @@ class ClipRuntime:
             # fp32 means fp32: TF32 convolutions would break parity with the reference.
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cuda.matmul.allow_tf32 = False
-        loaded = load_model(spec.weights, architecture=spec.architecture, cache_dir=spec.cache_dir, seed=spec.seed)
+        loaded = load_model(
+            spec.weights, architecture=spec.architecture, cache_dir=spec.cache_dir, seed=spec.seed
+        )
         runtime = cls(loaded, device)
         logger.info(
             "model loaded: %s (%s, fingerprint %s) on %s, %d torch threads",

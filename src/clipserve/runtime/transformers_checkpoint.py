@@ -64,7 +64,9 @@ class TransformersCheckpoint:
         for name in WEIGHT_FILES:
             if (directory / name).is_file():
                 return cls(config, directory / name)
-        raise WeightsUnavailableError(f"{directory} has a CLIP config.json but none of {', '.join(WEIGHT_FILES)}")
+        raise WeightsUnavailableError(
+            f"{directory} has a CLIP config.json but none of {', '.join(WEIGHT_FILES)}"
+        )
 
     def open_clip_config(self) -> dict[str, Any]:
         """The open_clip model config this checkpoint corresponds to."""

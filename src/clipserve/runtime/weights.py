@@ -6,7 +6,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ OPEN_CLIP_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 Preprocess = Callable[[Image.Image], torch.Tensor]
 
 
-class WeightsKind(str, Enum):
+class WeightsKind(StrEnum):
     HUB = "hub"
     OPEN_CLIP_FILE = "open_clip_file"
     TRANSFORMERS = "transformers"
@@ -170,7 +170,9 @@ def _load_transformers(spec: str, checkpoint: TransformersCheckpoint) -> LoadedM
             f"transformers checkpoint does not match {architecture}: missing {missing[:5]}, "
             f"unexpected {unexpected[:5]}"
         )
-    info = WeightsInfo(WeightsKind.TRANSFORMERS, spec, architecture, file_fingerprint(checkpoint.weights_path))
+    info = WeightsInfo(
+        WeightsKind.TRANSFORMERS, spec, architecture, file_fingerprint(checkpoint.weights_path)
+    )
     return LoadedModel(model, preprocess, info)
 
 

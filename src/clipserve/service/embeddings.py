@@ -80,9 +80,10 @@ class EmbeddingService:
         texts = [(i, item) for i, item in enumerate(items) if isinstance(item, TextItem)]
         images = [(i, item) for i, item in enumerate(items) if isinstance(item, ImageItem)]
         # Admission first: a full queue answers 503 before any decoding work is spent.
-        with self._queues.texts.reserve(len(texts)) as text_slots, self._queues.images.reserve(
-            len(images)
-        ) as image_slots:
+        with (
+            self._queues.texts.reserve(len(texts)) as text_slots,
+            self._queues.images.reserve(len(images)) as image_slots,
+        ):
             started = time.perf_counter()
             tokenized, pixels = await self._prepare([t.text for _, t in texts], [im for _, im in images])
             decode_s = time.perf_counter() - started

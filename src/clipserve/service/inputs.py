@@ -36,7 +36,9 @@ class InputLimits:
     max_text_chars: int
 
 
-def parse_request_items(raw_input: Any, messages: Sequence[Any] | None, limits: InputLimits) -> list[InputItem]:
+def parse_request_items(
+    raw_input: Any, messages: Sequence[Any] | None, limits: InputLimits
+) -> list[InputItem]:
     """The items of a request that carries either `input` or chat-style `messages`."""
     if (raw_input is None) == (messages is None):
         raise InvalidRequestError("send exactly one of 'input' or 'messages'", param="input")
@@ -54,7 +56,9 @@ def parse_input(raw: Any, limits: InputLimits) -> list[InputItem]:
     if not raw:
         raise InvalidRequestError("'input' must not be empty", param="input")
     _check_count(len(raw), limits, "input")
-    if all(isinstance(x, int) and not isinstance(x, bool) for x in raw) or any(isinstance(x, list) for x in raw):
+    if all(isinstance(x, int) and not isinstance(x, bool) for x in raw) or any(
+        isinstance(x, list) for x in raw
+    ):
         raise InvalidRequestError(
             "token-id arrays are not accepted: CLIP uses its own tokenizer, so send the text itself "
             "(with LangChain's OpenAIEmbeddings, set check_embedding_ctx_length=False)",
@@ -78,7 +82,9 @@ def parse_messages(messages: Sequence[Any], limits: InputLimits) -> list[InputIt
         elif isinstance(content, list) and content:
             items.extend(_item(part, f"{param}.content[{j}]", limits) for j, part in enumerate(content))
         else:
-            raise InvalidRequestError("message content must be a string or a list of content parts", param=param)
+            raise InvalidRequestError(
+                "message content must be a string or a list of content parts", param=param
+            )
         _check_count(len(items), limits, "messages")
     return items
 
@@ -95,7 +101,8 @@ def _item(raw: Any, param: str, limits: InputLimits) -> InputItem:
         return _text(raw, param, limits)
     if not isinstance(raw, dict):
         raise InvalidRequestError(
-            f"{param} must be a string, {{'text': ...}}, {{'image': ...}} or an OpenAI content part", param=param
+            f"{param} must be a string, {{'text': ...}}, {{'image': ...}} or an OpenAI content part",
+            param=param,
         )
     kind = raw.get("type")
     if kind == "text" or (kind is None and "text" in raw and "image" not in raw):
@@ -107,7 +114,9 @@ def _item(raw: Any, param: str, limits: InputLimits) -> InputItem:
     if kind in ("image", "input_image") or (kind is None and "image" in raw and "text" not in raw):
         return _image(raw.get("image", raw.get("image_url")), f"{param}.image")
     if kind is not None:
-        raise InvalidRequestError(f"unsupported content part type {kind!r}: use 'text' or 'image_url'", param=param)
+        raise InvalidRequestError(
+            f"unsupported content part type {kind!r}: use 'text' or 'image_url'", param=param
+        )
     raise InvalidRequestError(f"{param} must have exactly one of 'text' or 'image'", param=param)
 
 
