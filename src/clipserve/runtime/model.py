@@ -52,7 +52,7 @@ class ClipRuntime:
     def __init__(self, loaded: LoadedModel, device: torch.device) -> None:
         self.device = device
         self.weights: WeightsInfo = loaded.info
-        self._model = loaded.model.to(device).eval()
+        self._model = loaded.model.to(device).eval().requires_grad_(False)
         self._preprocess = loaded.preprocess
         self._tokenizer = open_clip.get_tokenizer(self._tokenizer_name(loaded.info.architecture))
         self.context_length: int = int(self._model.context_length)
