@@ -49,7 +49,9 @@ async def test_not_ready_while_warming(tiny_runtime, tmp_path: Path) -> None:
     assert alive.status_code == 200
 
 
-async def test_metrics_expose_requests_latency_batches_queues_and_throughput(tiny_runtime, tmp_path: Path) -> None:
+async def test_metrics_expose_requests_latency_batches_queues_and_throughput(
+    tiny_runtime, tmp_path: Path
+) -> None:
     async with running_app(tiny_runtime, tmp_path) as (client, _):
         await client.post("/v1/embeddings", json={"input": ["a", "b"]})
         await client.post("/v1/embeddings", json={"input": ""})

@@ -11,7 +11,7 @@ import numpy as np
 import open_clip
 import pytest
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import save_file
 
@@ -54,7 +54,9 @@ def vit_b32_safetensors(tmp_path_factory: pytest.TempPathFactory, vit_b32_state_
 
 @pytest.fixture(scope="session")
 def reference(vit_b32_safetensors: Path) -> Reference:
-    model, _, preprocess = open_clip.create_model_and_transforms("ViT-B-32", pretrained=str(vit_b32_safetensors))
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        "ViT-B-32", pretrained=str(vit_b32_safetensors)
+    )
     return Reference(model.eval(), preprocess, open_clip.get_tokenizer("ViT-B-32"))
 
 

@@ -24,14 +24,18 @@ async def test_photo_embeddings_match_open_clip(vit_runtime, reference, tmp_path
     want = reference.image_vectors(paths)
     got = vectors(batched)
     assert got.shape == (len(names), 512)
-    assert np.abs(got - want).max() <= TOLERANCE, dict(zip(names, np.abs(got - want).max(axis=1), strict=True))
+    assert np.abs(got - want).max() <= TOLERANCE, dict(
+        zip(names, np.abs(got - want).max(axis=1), strict=True)
+    )
     singles = np.concatenate([vectors(b) for b in one_by_one])
     assert np.abs(singles - want).max() <= TOLERANCE
 
 
 async def test_text_embeddings_match_open_clip(vit_runtime, reference, tmp_path: Path) -> None:
     async with running_app(vit_runtime, tmp_path) as (client, _):
-        body = (await client.post("/v1/embeddings", json={"input": TEXTS, "encoding_format": "base64"})).json()
+        body = (
+            await client.post("/v1/embeddings", json={"input": TEXTS, "encoding_format": "base64"})
+        ).json()
     got = vectors(body)
     want = reference.text_vectors(TEXTS)
     assert np.abs(got - want).max() <= TOLERANCE

@@ -9,7 +9,7 @@ import numpy as np
 import open_clip
 import pytest
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from PIL import Image
 
 from clipserve.runtime.model import ClipRuntime, RuntimeSpec
@@ -24,7 +24,9 @@ def runtime_vectors(runtime: ClipRuntime) -> tuple[np.ndarray, np.ndarray]:
     return runtime.encode_images(pixels), runtime.encode_texts(runtime.tokenize(TEXTS).ids)
 
 
-def test_open_clip_bin_checkpoint_loads_like_safetensors(tmp_path: Path, vit_b32_state_dict, reference) -> None:
+def test_open_clip_bin_checkpoint_loads_like_safetensors(
+    tmp_path: Path, vit_b32_state_dict, reference
+) -> None:
     path = tmp_path / "open_clip_pytorch_model.bin"
     torch.save(vit_b32_state_dict, path)
     runtime = ClipRuntime.load(RuntimeSpec(weights=str(path), device="cpu"))
@@ -51,7 +53,10 @@ def test_hub_weights_load_offline_from_a_filled_cache(
     (snapshot / "open_clip_model.safetensors").write_bytes(vit_b32_safetensors.read_bytes())
     config = {
         "model_cfg": open_clip.get_model_config("ViT-B-32"),
-        "preprocess_cfg": {"mean": list(open_clip.OPENAI_DATASET_MEAN), "std": list(open_clip.OPENAI_DATASET_STD)},
+        "preprocess_cfg": {
+            "mean": list(open_clip.OPENAI_DATASET_MEAN),
+            "std": list(open_clip.OPENAI_DATASET_STD),
+        },
     }
     (snapshot / "open_clip_config.json").write_text(json.dumps(config))
 

@@ -47,9 +47,19 @@ def start_server(data_dir: Path, *args: str, ready_timeout_s: float = 90) -> Ser
     port = free_port()
     log_path = data_dir / "server.log"
     data_dir.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "clipserve", "serve", "--port", str(port), "--data-dir", str(data_dir), *args]
+    command = [
+        sys.executable,
+        "-m",
+        "clipserve",
+        "serve",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        *args,
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(  # noqa: S603 - our own CLI
+    process = subprocess.Popen(
         command, stdout=log_path.open("w"), stderr=subprocess.STDOUT, env=env, text=True
     )
     server = ServerProcess(process, f"http://127.0.0.1:{port}", log_path)

@@ -19,7 +19,7 @@ from tests.system.conftest import ServerProcess, start_server
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603
+    return subprocess.run(
         [sys.executable, "-m", "clipserve", *args],
         capture_output=True,
         text=True,
@@ -74,7 +74,8 @@ def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
     body = {"input": [{"image": image}] * 6}
     with ThreadPoolExecutor(6) as pool:
         futures = [
-            pool.submit(httpx.post, f"{server.base_url}/v1/embeddings", json=body, timeout=120) for _ in range(6)
+            pool.submit(httpx.post, f"{server.base_url}/v1/embeddings", json=body, timeout=120)
+            for _ in range(6)
         ]
         time.sleep(1.0)  # all six are in flight
         started = time.monotonic()
