@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 HUB_ID = "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"
 SHORT_NAME = "CLIP-ViT-B-32-laion2B-s34B-b79K"
 DEFAULT_WEIGHTS = f"hf-hub:{HUB_ID}"
@@ -19,19 +21,25 @@ MODEL_ALIASES = frozenset(
     }
 )
 
-MODEL_CARD = {
-    "license": "MIT",
-    "task": "zero-shot-image-classification",
-    "tasks": ["embeddings", "zero-shot-image-classification", "image-text-retrieval"],
-    "architecture": f"OpenCLIP {ARCHITECTURE}",
-    "pretrained": PRETRAINED_TAG,
-    "training_data": "LAION-2B (English subset of LAION-5B)",
-    "embedding_dimensions": 512,
-    "context_length": 77,
-    "image_size": 224,
-    "imagenet_zero_shot_top1": 0.666,
-    "source": f"https://huggingface.co/{HUB_ID}",
-}
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """The model card, as /v1/models reports it."""
+
+    license: str = "MIT"
+    task: str = "zero-shot-image-classification"
+    tasks: tuple[str, ...] = ("embeddings", "zero-shot-image-classification", "image-text-retrieval")
+    architecture: str = f"OpenCLIP {ARCHITECTURE}"
+    pretrained: str = PRETRAINED_TAG
+    training_data: str = "LAION-2B (English subset of LAION-5B)"
+    embedding_dimensions: int = 512
+    context_length: int = 77
+    image_size: int = 224
+    imagenet_zero_shot_top1: float = 0.666
+    source: str = f"https://huggingface.co/{HUB_ID}"
+
+
+MODEL_FACTS = ModelFacts()
 
 
 def is_served_model(name: str) -> bool:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
 from clipserve.api.dependencies import AppContext, get_context
 from clipserve.api.protocol import ModelCard, ModelList
-from clipserve.model_card import HUB_ID, MODEL_ALIASES, MODEL_CARD
+from clipserve.model_card import HUB_ID, MODEL_ALIASES, MODEL_FACTS
 from clipserve.service.model_names import resolve_model_name
 
 router = APIRouter(tags=["models"])
@@ -22,17 +23,17 @@ def _card(context: AppContext) -> ModelCard:
         owned_by="laion",
         aliases=sorted(MODEL_ALIASES - {HUB_ID}),
         embedding_dimensions=context.runtime.embed_dim,
-        license=str(MODEL_CARD["license"]),
-        task=str(MODEL_CARD["task"]),
-        tasks=list(MODEL_CARD["tasks"]),  # type: ignore[call-overload]
-        imagenet_zero_shot_top1=float(MODEL_CARD["imagenet_zero_shot_top1"]),  # type: ignore[arg-type]
+        license=MODEL_FACTS.license,
+        task=MODEL_FACTS.task,
+        tasks=list(MODEL_FACTS.tasks),
+        imagenet_zero_shot_top1=MODEL_FACTS.imagenet_zero_shot_top1,
         weights={
             "kind": weights.kind.value,
             "source": weights.source,
             "fingerprint": weights.fingerprint,
             "random": weights.is_random,
         },
-        card=MODEL_CARD,
+        card=asdict(MODEL_FACTS),
     )
 
 

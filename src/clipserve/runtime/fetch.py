@@ -13,7 +13,6 @@ import binascii
 import ipaddress
 import socket
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -194,7 +193,9 @@ class ImageFetcher:
 
 
 def _safe(url: str, limit: int = 120) -> str:
-    """A URL shortened for messages (query strings may carry tokens)."""
-    parsed: Any = URL(url) if url else url
-    shown = str(parsed.with_query(None).with_fragment(None)) if isinstance(parsed, URL) else str(parsed)
+    """A URL for messages: no query string or fragment (they may carry tokens), and not too long."""
+    try:
+        shown = str(URL(url).with_query(None).with_fragment(None))
+    except (ValueError, TypeError):
+        shown = url
     return shown if len(shown) <= limit else shown[:limit] + "..."
