@@ -81,6 +81,19 @@ class Settings(BaseSettings):
         default=40_000_000, ge=1, description="Largest decoded image (width*height); more is a 400."
     )
 
+    # classification and ranking
+    max_labels: int = Field(default=1000, ge=2, description="Labels per /v1/classify request.")
+    max_prompts_per_request: int = Field(
+        default=16_384,
+        ge=1,
+        description="Labels x templates per /v1/classify request (bounds text-encoder work).",
+    )
+    max_classify_images: int = Field(default=64, ge=1, description="Images per /v1/classify request.")
+    max_rank_documents: int = Field(default=1000, ge=1, description="Documents per /v1/rank request.")
+    prompt_cache_size: int = Field(
+        default=50_000, ge=0, description="Prompt embeddings kept in the LRU cache (about 2 KiB each)."
+    )
+
     # image URLs
     image_fetch_timeout_s: float = Field(default=10.0, gt=0, description="Total time to fetch one image URL.")
     image_fetch_max_redirects: int = Field(default=3, ge=0, description="Redirects followed per image URL.")
@@ -109,6 +122,10 @@ class Settings(BaseSettings):
         if self.max_queue_items < self.max_items_per_request:
             raise ValueError(
                 "max_queue_items must be at least max_items_per_request, or a large request could never run"
+            )
+        if self.max_rank_documents + 1 > self.max_items_per_request:
+            raise ValueError(
+                "max_rank_documents must be below max_items_per_request (the query is one more item)"
             )
         return self
 

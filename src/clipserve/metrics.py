@@ -5,9 +5,12 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -31,6 +34,33 @@ class ThroughputMeter:
             while self._events and self._events[0][0] < cutoff:
                 self._events.popleft()
             return sum(n for _, n in self._events) / self._window_s
+
+
+class PromptCacheStats(Protocol):
+    capacity: int
+    hits: int
+    misses: int
+
+    def __len__(self) -> int: ...
+
+
+class _PromptCacheCollector(Collector):
+    """Reads the cache's own counters at scrape time."""
+
+    def __init__(self, cache: PromptCacheStats) -> None:
+        self._cache = cache
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily("clipserve_prompt_cache_hits", "Prompt embeddings served from the cache",
+                                  value=self._cache.hits)  # fmt: skip
+        yield CounterMetricFamily("clipserve_prompt_cache_misses", "Prompt embeddings computed",
+                                  value=self._cache.misses)  # fmt: skip
+        yield GaugeMetricFamily(
+            "clipserve_prompt_cache_entries", "Prompt embeddings held", value=len(self._cache)
+        )
+        yield GaugeMetricFamily(
+            "clipserve_prompt_cache_capacity", "Prompt cache capacity", value=self._cache.capacity
+        )
 
 
 class ServiceMetrics:
@@ -68,6 +98,9 @@ class ServiceMetrics:
         )
         self.ready = Gauge("clipserve_ready", "1 when the model is loaded and warmed", registry=r)
         self._meters: dict[str, ThroughputMeter] = {}
+
+    def watch_prompt_cache(self, cache: PromptCacheStats) -> None:
+        self.registry.register(_PromptCacheCollector(cache))
 
     def watch_queue(self, queue: str, depth: Callable[[], int]) -> None:
         self.queue_depth.labels(queue).set_function(depth)

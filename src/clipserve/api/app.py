@@ -12,17 +12,22 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from clipserve import __version__
-from clipserve.api import routes_embeddings, routes_models, routes_ops
+from clipserve.api import routes_classify, routes_embeddings, routes_models, routes_ops, routes_rank
 from clipserve.api.dependencies import AppContext
 from clipserve.api.errors import install_error_handlers
 from clipserve.api.middleware import RequestContextMiddleware
 from clipserve.config import Settings
 from clipserve.metrics import ServiceMetrics
+from clipserve.model_card import HUB_ID
 from clipserve.runtime.fetch import AddressPolicy, FetchLimits, ImageFetcher
 from clipserve.runtime.model import ClipRuntime
+from clipserve.service.classify import ClassificationService, ClassifyLimits
 from clipserve.service.embeddings import EmbeddingService, ImageLimits
 from clipserve.service.encoder_queues import EncoderQueues
 from clipserve.service.inputs import InputLimits
+from clipserve.service.prompt_cache import PromptCache
+from clipserve.service.prompts import PromptEncoder
+from clipserve.service.rank import RankService
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +57,7 @@ def create_app(settings: Settings, runtime: ClipRuntime) -> FastAPI:
     )
     app.state.context = context
     install_error_handlers(app)
-    for module in (routes_embeddings, routes_models, routes_ops):
+    for module in (routes_embeddings, routes_classify, routes_rank, routes_models, routes_ops):
         app.include_router(module.router)
     app.add_middleware(
         RequestContextMiddleware,
@@ -81,13 +86,24 @@ async def _running_services(context: AppContext) -> AsyncIterator[None]:
     await fetcher.start()
     context.compute_pool = compute
     context.queues = queues
-    context.embeddings = EmbeddingService(
+    embeddings = EmbeddingService(
         runtime,
         queues,
         fetcher,
         decode,
         ImageLimits(settings.max_image_bytes, settings.max_image_pixels, settings.image_fetch_concurrency),
     )
+    prompt_cache = PromptCache(settings.prompt_cache_size, HUB_ID, runtime.weights.fingerprint)
+    metrics.watch_prompt_cache(prompt_cache)
+    context.embeddings = embeddings
+    context.classification = ClassificationService(
+        embeddings,
+        PromptEncoder(embeddings, prompt_cache, chunk_size=settings.max_items_per_request),
+        runtime.logit_scale,
+        ClassifyLimits(settings.max_classify_images, settings.max_labels, settings.max_prompts_per_request),
+    )
+    # the query travels with the documents, so one request holds at most max_items_per_request - 1 of them
+    context.ranking = RankService(embeddings, min(settings.max_rank_documents, settings.max_items_per_request - 1))
     queues.start()
     warming = asyncio.create_task(_warm_up(context, compute))
     try:

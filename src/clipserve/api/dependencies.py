@@ -11,9 +11,11 @@ from clipserve.config import Settings
 from clipserve.errors import ServiceUnavailableError
 from clipserve.metrics import ServiceMetrics
 from clipserve.runtime.model import ClipRuntime
+from clipserve.service.classify import ClassificationService
 from clipserve.service.embeddings import EmbeddingService
 from clipserve.service.encoder_queues import EncoderQueues
 from clipserve.service.inputs import InputLimits
+from clipserve.service.rank import RankService
 
 
 @dataclass
@@ -26,6 +28,8 @@ class AppContext:
     input_limits: InputLimits
     embeddings: EmbeddingService | None = None
     queues: EncoderQueues | None = None
+    classification: ClassificationService | None = None
+    ranking: RankService | None = None
     compute_pool: ThreadPoolExecutor | None = None
     ready: bool = False
     started_at: int = field(default=0)
@@ -43,5 +47,15 @@ def get_embedding_service(request: Request) -> EmbeddingService:
     return service
 
 
-def get_input_limits(request: Request) -> InputLimits:
-    return get_context(request).input_limits
+def get_classification_service(request: Request) -> ClassificationService:
+    service = get_context(request).classification
+    if service is None:
+        raise ServiceUnavailableError("the service is starting up; retry shortly")
+    return service
+
+
+def get_rank_service(request: Request) -> RankService:
+    service = get_context(request).ranking
+    if service is None:
+        raise ServiceUnavailableError("the service is starting up; retry shortly")
+    return service

@@ -49,6 +49,92 @@ class EmbeddingResponse(BaseModel):
     usage: EmbeddingUsage
 
 
+class ClassifyRequest(BaseModel):
+    """Jina's hosted-CLIP shape."""
+
+    model: str | None = None
+    input: Any = Field(
+        default=None, description="One image item or a list of them (forms as /v1/embeddings)."
+    )
+    image: Any = Field(default=None, description="Shorthand for one image item.")
+    labels: list[str] = Field(description="Candidate labels: any strings.")
+    template: str | None = Field(
+        default=None,
+        description="Prompt with one '{}' (default 'a photo of a {}.'), or a named set: 'openai-imagenet' "
+        "(the 80 CLIP prompts, ensembled per label) or 'simple-imagenet'.",
+    )
+    top_k: int | None = Field(default=None, description="Return only the best k labels per image.")
+    multi_label: bool = Field(
+        default=False, description="Independent cosine scores per label instead of a softmax across labels."
+    )
+
+
+class LabelPrediction(BaseModel):
+    label: str
+    score: float
+
+
+class Classification(BaseModel):
+    object: Literal["classification"] = "classification"
+    index: int
+    prediction: str
+    score: float
+    predictions: list[LabelPrediction]
+
+
+class ClassifyUsage(BaseModel):
+    prompt_tokens: int = Field(description="Label-prompt tokens the text encoder ran on for this request.")
+    total_tokens: int
+    cached_tokens: int = Field(description="Label-prompt tokens served from the prompt cache.")
+    image_count: int
+
+
+class ClassifyResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Classification]
+    model: str
+    usage: ClassifyUsage
+
+
+class HFClassifyParameters(BaseModel):
+    candidate_labels: list[str] | str
+    hypothesis_template: str | None = None
+
+
+class HFClassifyRequest(BaseModel):
+    """The Hugging Face zero-shot-image-classification shape (inference API / InferenceClient)."""
+
+    inputs: Any
+    parameters: HFClassifyParameters
+
+
+class RankRequest(BaseModel):
+    model: str | None = None
+    query: Any = Field(description="A string, or a text or image item (forms as /v1/embeddings).")
+    documents: list[Any] = Field(description="Texts and/or images to order by relevance to the query.")
+    top_n: int | None = None
+    return_documents: bool = True
+
+
+class RankResult(BaseModel):
+    index: int
+    relevance_score: float
+    document: Any = None
+
+
+class RankUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+    image_count: int
+
+
+class RankResponse(BaseModel):
+    object: Literal["list"] = "list"
+    model: str
+    results: list[RankResult]
+    usage: RankUsage
+
+
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"

@@ -43,6 +43,7 @@ class RequestTimings:
 class EmbeddingResult:
     vectors: np.ndarray  # [n, embed_dim] float32, unit length, in input order
     text_tokens: int
+    token_counts: list[int]  # per text item, in the order texts appear in the input
     image_count: int
     timings: RequestTimings
 
@@ -96,6 +97,7 @@ class EmbeddingService:
         return EmbeddingResult(
             vectors=vectors,
             text_tokens=sum(tokenized.token_counts) if tokenized else 0,
+            token_counts=tokenized.token_counts if tokenized else [],
             image_count=len(images),
             timings=_timings(decode_s, results),
         )

@@ -96,6 +96,21 @@ def _check_count(count: int, limits: InputLimits, param: str) -> None:
         )
 
 
+def parse_item(raw: Any, param: str, limits: InputLimits) -> InputItem:
+    """One item in any accepted form (string, text/image object, or OpenAI content part)."""
+    return _item(raw, param, limits)
+
+
+def parse_items(raw: Any, param: str, limits: InputLimits) -> list[InputItem]:
+    """A non-empty list of items (or one item), e.g. /v1/classify's images or /v1/rank's documents."""
+    if not isinstance(raw, list):
+        return [_item(raw, param, limits)]
+    if not raw:
+        raise InvalidRequestError(f"'{param}' must not be empty", param=param)
+    _check_count(len(raw), limits, param)
+    return [_item(x, f"{param}[{i}]", limits) for i, x in enumerate(raw)]
+
+
 def _item(raw: Any, param: str, limits: InputLimits) -> InputItem:
     if isinstance(raw, str):
         return _text(raw, param, limits)

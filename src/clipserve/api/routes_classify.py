@@ -1,0 +1,123 @@
+"""POST /v1/classify: Jina's shape, or the Hugging Face zero-shot-image-classification shape."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Response
+
+from clipserve.api.bodies import validate_body
+from clipserve.api.dependencies import AppContext, get_classification_service, get_context
+from clipserve.api.headers import timing_headers
+from clipserve.api.protocol import (
+    Classification,
+    ClassifyRequest,
+    ClassifyResponse,
+    ClassifyUsage,
+    ErrorResponse,
+    HFClassifyRequest,
+    LabelPrediction,
+)
+from clipserve.errors import InvalidRequestError
+from clipserve.service.classify import ClassificationService, ClassifyQuery, ClassifyResult
+from clipserve.service.inputs import InputLimits, parse_items
+from clipserve.service.model_names import resolve_model_name
+from clipserve.service.templates import HF_DEFAULT_TEMPLATE
+
+router = APIRouter(tags=["classification"])
+
+_BODY_SCHEMAS = {
+    "requestBody": {
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"$ref": "#/components/schemas/ClassifyRequest"},
+                        {"$ref": "#/components/schemas/HFClassifyRequest"},
+                    ]
+                }
+            }
+        },
+        "required": True,
+    }
+}
+
+
+@router.post(
+    "/v1/classify",
+    response_model=ClassifyResponse,
+    responses={400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+    openapi_extra=_BODY_SCHEMAS,
+)
+async def classify(
+    body: Annotated[dict[str, Any], Body()],
+    context: Annotated[AppContext, Depends(get_context)],
+    service: Annotated[ClassificationService, Depends(get_classification_service)],
+) -> Response:
+    if "inputs" in body:
+        return await _classify_hf(validate_body(HFClassifyRequest, body), context.input_limits, service)
+    request = validate_body(ClassifyRequest, body)
+    model = resolve_model_name(request.model)
+    result = await service.classify(_query(request, context.input_limits))
+    response = ClassifyResponse(
+        data=[
+            Classification(
+                index=i,
+                prediction=ranked[0].label,
+                score=ranked[0].score,
+                predictions=[LabelPrediction(label=p.label, score=p.score) for p in ranked],
+            )
+            for i, ranked in enumerate(result.predictions)
+        ],
+        model=model,
+        usage=ClassifyUsage(
+            prompt_tokens=result.prompt_tokens,
+            total_tokens=result.prompt_tokens,
+            cached_tokens=result.cached_tokens,
+            image_count=result.image_count,
+        ),
+    )
+    return _json(response.model_dump_json(), result)
+
+
+def _query(request: ClassifyRequest, limits: InputLimits) -> ClassifyQuery:
+    if (request.input is None) == (request.image is None):
+        raise InvalidRequestError("send exactly one of 'input' (images) or 'image'", param="input")
+    images = (
+        parse_items(request.input, "input", limits)
+        if request.image is None
+        else parse_items(request.image, "image", limits)
+    )
+    return ClassifyQuery(
+        images=images,
+        labels=request.labels,
+        template=request.template,
+        top_k=request.top_k,
+        multi_label=request.multi_label,
+    )
+
+
+async def _classify_hf(
+    request: HFClassifyRequest, limits: InputLimits, service: ClassificationService
+) -> Response:
+    labels = request.parameters.candidate_labels
+    if isinstance(labels, str):  # the HF widget sends "cat, dog"
+        labels = [label.strip() for label in labels.split(",") if label.strip()]
+    images = parse_items(request.inputs, "inputs", limits)
+    result = await service.classify(
+        ClassifyQuery(
+            images=images,
+            labels=labels,
+            template=request.parameters.hypothesis_template,
+            default_template=HF_DEFAULT_TEMPLATE,
+        )
+    )
+    ranked = [[{"label": p.label, "score": p.score} for p in image] for image in result.predictions]
+    # One image (what HF clients send): a flat list, as the transformers pipeline returns; several: one list each.
+    payload: object = ranked[0] if len(ranked) == 1 else ranked
+    return _json(json.dumps(payload), result)
+
+
+def _json(content: str, result: ClassifyResult) -> Response:
+    return Response(content, media_type="application/json", headers=timing_headers(result.timings))

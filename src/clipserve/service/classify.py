@@ -1,0 +1,123 @@
+"""What /v1/classify means: score images against labels the caller makes up, as open_clip's zero-shot does."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from clipserve.errors import InvalidRequestError
+from clipserve.service.embeddings import EmbeddingService, RequestTimings
+from clipserve.service.inputs import ImageItem, InputItem
+from clipserve.service.prompts import PromptEncoder
+from clipserve.service.templates import DEFAULT_TEMPLATE, prompts_for, template_set
+
+
+@dataclass(frozen=True)
+class ClassifyLimits:
+    max_images: int
+    max_labels: int
+    max_prompts: int
+
+
+@dataclass(frozen=True)
+class ClassifyQuery:
+    images: list[InputItem]
+    labels: list[str]
+    template: str | None = None
+    top_k: int | None = None
+    multi_label: bool = False
+    default_template: str = DEFAULT_TEMPLATE
+
+
+@dataclass(frozen=True)
+class LabelScore:
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class ClassifyResult:
+    predictions: list[list[LabelScore]]  # per image, best first
+    prompt_tokens: int  # tokens encoded now
+    cached_tokens: int  # tokens served from the prompt cache
+    image_count: int
+    timings: RequestTimings
+
+
+def build_classifier(prompt_vectors: np.ndarray, n_labels: int) -> np.ndarray:
+    """open_clip's build_zero_shot_classifier: normalised prompt embeddings, mean per label, renormalised."""
+    per_label = prompt_vectors.reshape(n_labels, -1, prompt_vectors.shape[-1]).mean(axis=1)
+    classifier: np.ndarray = per_label / np.linalg.norm(per_label, axis=1, keepdims=True)
+    return classifier
+
+
+def label_scores(
+    image_vectors: np.ndarray, classifier: np.ndarray, logit_scale: float, multi_label: bool
+) -> np.ndarray:
+    """Softmax over logit_scale * cosine (the reference's probabilities), or the raw cosines for multi-label."""
+    cosine: np.ndarray = image_vectors @ classifier.T
+    if multi_label:
+        return cosine
+    logits = logit_scale * cosine.astype(np.float64)
+    logits -= logits.max(axis=1, keepdims=True)
+    probabilities = np.exp(logits)
+    softmax: np.ndarray = (probabilities / probabilities.sum(axis=1, keepdims=True)).astype(np.float32)
+    return softmax
+
+
+class ClassificationService:
+    def __init__(
+        self, embeddings: EmbeddingService, prompts: PromptEncoder, logit_scale: float, limits: ClassifyLimits
+    ) -> None:
+        self._embeddings = embeddings
+        self._prompts = prompts
+        self._logit_scale = logit_scale
+        self._limits = limits
+
+    def _validate(self, query: ClassifyQuery) -> None:
+        limits = self._limits
+        if not query.images:
+            raise InvalidRequestError("at least one image is required", param="input")
+        if len(query.images) > limits.max_images:
+            raise InvalidRequestError(f"at most {limits.max_images} images per request", param="input")
+        if any(not isinstance(item, ImageItem) for item in query.images):
+            raise InvalidRequestError("classify takes images; use /v1/rank to compare texts", param="input")
+        if len(query.labels) < (1 if query.multi_label else 2):
+            raise InvalidRequestError("give at least two labels (one with multi_label)", param="labels")
+        if len(query.labels) > limits.max_labels:
+            raise InvalidRequestError(f"at most {limits.max_labels} labels per request", param="labels")
+        for i, label in enumerate(query.labels):
+            if not label.strip():
+                raise InvalidRequestError(f"labels[{i}] is empty", param=f"labels[{i}]")
+        if len(set(query.labels)) != len(query.labels):
+            duplicates = sorted({label for label in query.labels if query.labels.count(label) > 1})
+            raise InvalidRequestError(f"duplicate labels: {duplicates}", param="labels")
+        if query.top_k is not None and query.top_k < 1:
+            raise InvalidRequestError("top_k must be at least 1", param="top_k")
+
+    async def classify(self, query: ClassifyQuery) -> ClassifyResult:
+        self._validate(query)
+        makers = template_set(query.template, default=query.default_template)
+        if len(makers) * len(query.labels) > self._limits.max_prompts:
+            raise InvalidRequestError(
+                f"{len(query.labels)} labels x {len(makers)} templates = {len(query.labels) * len(makers)} prompts; "
+                f"the limit is {self._limits.max_prompts}",
+                param="labels",
+            )
+        prompts = await self._prompts.encode(prompts_for(query.labels, makers))
+        images = await self._embeddings.embed(query.images)
+        classifier = build_classifier(prompts.vectors, len(query.labels))
+        scores = label_scores(images.vectors, classifier, self._logit_scale, query.multi_label)
+        top_k = min(query.top_k or len(query.labels), len(query.labels))
+        predictions = []
+        for row in scores:
+            order = np.argsort(-row, kind="stable")[:top_k]
+            predictions.append([LabelScore(query.labels[i], float(row[i])) for i in order])
+        return ClassifyResult(
+            predictions=predictions,
+            prompt_tokens=prompts.tokens_encoded,
+            cached_tokens=prompts.tokens_cached,
+            image_count=images.image_count,
+            timings=images.timings,
+        )
