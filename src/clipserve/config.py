@@ -123,10 +123,6 @@ class Settings(BaseSettings):
             raise ValueError(
                 "max_queue_items must be at least max_items_per_request, or a large request could never run"
             )
-        if self.max_rank_documents + 1 > self.max_items_per_request:
-            raise ValueError(
-                "max_rank_documents must be below max_items_per_request (the query is one more item)"
-            )
         return self
 
     @property
