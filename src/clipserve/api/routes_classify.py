@@ -21,7 +21,7 @@ from clipserve.api.protocol import (
 )
 from clipserve.errors import InvalidRequestError
 from clipserve.service.classify import ClassificationService, ClassifyQuery, ClassifyResult
-from clipserve.service.inputs import InputLimits, parse_items
+from clipserve.service.inputs import InputLimits, parse_image_items, parse_items
 from clipserve.service.model_names import resolve_model_name
 from clipserve.service.templates import HF_DEFAULT_TEMPLATE
 
@@ -84,11 +84,10 @@ async def classify(
 def _query(request: ClassifyRequest, limits: InputLimits) -> ClassifyQuery:
     if (request.input is None) == (request.image is None):
         raise InvalidRequestError("send exactly one of 'input' (images) or 'image'", param="input")
-    images = (
-        parse_items(request.input, "input", limits)
-        if request.image is None
-        else parse_items(request.image, "image", limits)
-    )
+    if request.image is not None:
+        images = parse_image_items(request.image, "image", limits)
+    else:
+        images = parse_items(request.input, "input", limits)
     return ClassifyQuery(
         images=images,
         labels=request.labels,
@@ -104,7 +103,7 @@ async def _classify_hf(
     labels = request.parameters.candidate_labels
     if isinstance(labels, str):  # the HF widget sends "cat, dog"
         labels = [label.strip() for label in labels.split(",") if label.strip()]
-    images = parse_items(request.inputs, "inputs", limits)
+    images = parse_image_items(request.inputs, "inputs", limits)
     result = await service.classify(
         ClassifyQuery(
             images=images,

@@ -111,6 +111,16 @@ def parse_items(raw: Any, param: str, limits: InputLimits) -> list[InputItem]:
     return [_item(x, f"{param}[{i}]", limits) for i, x in enumerate(raw)]
 
 
+def parse_image_items(raw: Any, param: str, limits: InputLimits) -> list[InputItem]:
+    """Like parse_items, but where only images make sense: a bare string is an image source, not a text."""
+    if isinstance(raw, str):
+        return [_image(raw, param)]
+    if isinstance(raw, list) and raw and all(isinstance(x, str) for x in raw):
+        _check_count(len(raw), limits, param)
+        return [_image(x, f"{param}[{i}]") for i, x in enumerate(raw)]
+    return parse_items(raw, param, limits)
+
+
 def _item(raw: Any, param: str, limits: InputLimits) -> InputItem:
     if isinstance(raw, str):
         return _text(raw, param, limits)
