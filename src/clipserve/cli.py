@@ -7,20 +7,32 @@ import logging
 import sys
 import typing
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from clipserve import __version__
 from clipserve.config import Settings
 from clipserve.errors import WeightsUnavailableError
+from clipserve.eval.cli import add_eval_commands
+
+if TYPE_CHECKING:
+    from clipserve.runtime.model import ClipRuntime
 
 logger = logging.getLogger("clipserve")
 
 
-def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+MODEL_SETTINGS = (
+    "data_dir", "weights", "model_cache_dir", "random_seed", "architecture", "device", "torch_threads",
+    "decode_workers", "max_image_pixels",
+)  # fmt: skip
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser, only: Sequence[str] | None = None) -> None:
     """One --flag per Settings field; unset flags fall back to CLIPSERVE_* env vars, then defaults."""
     for name, field in Settings.model_fields.items():
+        if only is not None and name not in only:
+            continue
         flag = "--" + name.replace("_", "-")
         env = f"CLIPSERVE_{name.upper()}"
         default = field.get_default(call_default_factory=True)
@@ -51,22 +63,15 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
+    # No force=True: a host that configured logging already (pytest, an embedding app) keeps its handlers.
+    logging.basicConfig(format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger().setLevel(level.upper())
 
 
-def run_serve(settings: Settings) -> int:
-    import uvicorn
-
-    from clipserve.api.app import create_app
+def load_runtime(settings: Settings) -> ClipRuntime | None:
+    """The model per settings, or None after printing why it could not load."""
     from clipserve.runtime.model import ClipRuntime, RuntimeSpec
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    logger.info("clipserve %s; data dir %s", __version__, settings.data_dir)
     spec = RuntimeSpec(
         weights=settings.weights,
         architecture=settings.architecture,
@@ -76,9 +81,21 @@ def run_serve(settings: Settings) -> int:
         cache_dir=settings.resolved_model_cache_dir,
     )
     try:
-        runtime = ClipRuntime.load(spec)
+        return ClipRuntime.load(spec)
     except (WeightsUnavailableError, RuntimeError) as exc:
         print(f"clipserve: error: {exc}", file=sys.stderr)
+        return None
+
+
+def run_serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from clipserve.api.app import create_app
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    logger.info("clipserve %s; data dir %s", __version__, settings.data_dir)
+    runtime = load_runtime(settings)
+    if runtime is None:
         return 2
     if runtime.weights.is_random:
         banner = "!" * 78
@@ -110,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_settings_arguments(serve)
     serve.set_defaults(handler=run_serve)
+    add_eval_commands(commands)
     return parser
 
 
@@ -123,5 +141,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"clipserve: error: {where}: {error['msg']}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
-    handler: Callable[[Settings], int] = args.handler
-    return handler(settings)
+    handler: Callable[[Settings, argparse.Namespace], int] = args.handler
+    return handler(settings, args)

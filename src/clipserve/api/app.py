@@ -103,7 +103,9 @@ async def _running_services(context: AppContext) -> AsyncIterator[None]:
         ClassifyLimits(settings.max_classify_images, settings.max_labels, settings.max_prompts_per_request),
     )
     # the query travels with the documents, so one request holds at most max_items_per_request - 1 of them
-    context.ranking = RankService(embeddings, min(settings.max_rank_documents, settings.max_items_per_request - 1))
+    context.ranking = RankService(
+        embeddings, min(settings.max_rank_documents, settings.max_items_per_request - 1)
+    )
     queues.start()
     warming = asyncio.create_task(_warm_up(context, compute))
     try:
