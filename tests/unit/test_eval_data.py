@@ -29,7 +29,9 @@ def test_retrieval_recall_counts_any_positive() -> None:
     texts = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
     recall = retrieval_recall(texts, images, np.array([0, 0, 1]), (1, 2))
     assert recall["image_retrieval_recall@1"] == pytest.approx(2 / 3)  # caption 1 finds image 1 first
-    assert recall["text_retrieval_recall@1"] == 1.0  # image 0's best caption (0) is its own
+    # image 0's best caption is its own; image 1 ties captions 1 and 2 and the first (not its own) wins
+    assert recall["text_retrieval_recall@1"] == 0.5
+    assert recall["text_retrieval_recall@2"] == 1.0
     assert recall["image_retrieval_recall@2"] == 1.0
 
 
