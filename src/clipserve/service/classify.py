@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,8 +107,10 @@ class ClassificationService:
                 f"the limit is {self._limits.max_prompts}",
                 param="labels",
             )
-        prompts = await self._prompts.encode(prompts_for(query.labels, makers))
-        images = await self._embeddings.embed(query.images)
+        # Prompts and images go to their queues at once: image decoding overlaps prompt encoding.
+        prompts, images = await asyncio.gather(
+            self._prompts.encode(prompts_for(query.labels, makers)), self._embeddings.embed(query.images)
+        )
         classifier = build_classifier(prompts.vectors, len(query.labels))
         scores = label_scores(images.vectors, classifier, self._logit_scale, query.multi_label)
         top_k = min(query.top_k or len(query.labels), len(query.labels))
