@@ -99,7 +99,9 @@ def main() -> None:
     )
     names = list(dict.fromkeys(open_clip.IMAGENET_CLASSNAMES))  # the list repeats two names
     for count in (int(c) for c in args.labels.split(",")):
-        labels = [names[i % len(names)] + ("" if i < len(names) else f" {i // len(names)}") for i in range(count)]
+        labels = [
+            names[i % len(names)] + ("" if i < len(names) else f" {i // len(names)}") for i in range(count)
+        ]
         reference(labels[:2])  # warm-up
         ref = reference(labels)
         cold, cached = asyncio.run(clipserve_timings(runtime, image, labels, args.rounds))
