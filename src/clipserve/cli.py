@@ -24,7 +24,7 @@ logger = logging.getLogger("clipserve")
 
 MODEL_SETTINGS = (
     "data_dir", "weights", "model_cache_dir", "random_seed", "architecture", "device", "torch_threads",
-    "decode_workers", "max_image_pixels",
+    "decode_workers", "max_image_pixels", "truncate_text",
 )  # fmt: skip
 
 
@@ -79,6 +79,7 @@ def load_runtime(settings: Settings) -> ClipRuntime | None:
         torch_threads=settings.torch_threads,
         seed=settings.random_seed,
         cache_dir=settings.resolved_model_cache_dir,
+        truncate_text=settings.truncate_text,
     )
     try:
         return ClipRuntime.load(spec)

@@ -54,6 +54,17 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(
         default=None, ge=1, description="Intra-op threads for the model (default: all cores)."
     )
+    truncate_text: bool = Field(
+        default=True,
+        description="Run the text tower only to each batch's longest prompt: the same embeddings (causal "
+        "mask), several times faster for short prompts. --no-truncate-text runs all 77 positions.",
+    )
+    jpeg_draft: bool = Field(
+        default=True,
+        description="Decode JPEGs much larger than needed at 1/2-1/8 scale in the DCT domain (at least 448 px "
+        "on the short side, twice the model's 224), much faster for camera photos; --no-jpeg-draft decodes "
+        "at full size, exactly as the reference pipeline.",
+    )
     decode_workers: int = Field(default=2, ge=1, description="Threads that decode and preprocess images.")
 
     # batching

@@ -127,3 +127,17 @@ def test_pixel_cap_is_configurable() -> None:
     assert decode(data, max_pixels=10_000).size == (100, 100)
     with pytest.raises(ImageTooLargeError, match="10000 pixels; the limit is 9999"):
         decode(data, max_pixels=9_999)
+
+
+def test_large_jpegs_decode_at_a_reduced_size_but_never_below_the_floor() -> None:
+    big = gradient_image(3000, 2000).resize((3000, 2000))
+    data = encode_image(big, "JPEG", quality=90)
+    exact = decode(data)
+    drafted = decode_image(data, max_pixels=MAX_PIXELS, draft_min_side=448)
+    assert exact.size == (3000, 2000)
+    assert min(drafted.size) >= 448
+    assert drafted.size == (750, 500)  # 1/4 scale: 1/8 would go below 448
+    small = encode_image(gradient_image(640, 480), "JPEG")
+    assert decode_image(small, max_pixels=MAX_PIXELS, draft_min_side=448).size == (640, 480)
+    png = encode_image(gradient_image(2000, 1000), "PNG")
+    assert decode_image(png, max_pixels=MAX_PIXELS, draft_min_side=448).size == (2000, 1000)

@@ -31,6 +31,8 @@ from clipserve.service.rank import RankService
 
 logger = logging.getLogger(__name__)
 
+# Twice the model's 224: the bicubic antialiased resize after the draft still averages >= 2x2 pixels per output.
+JPEG_DRAFT_MIN_SIDE = 448
 RANDOM_WEIGHTS_HEADER = ("x-clipserve-weights", "random; embeddings are meaningless")
 
 
@@ -91,7 +93,12 @@ async def _running_services(context: AppContext) -> AsyncIterator[None]:
         queues,
         fetcher,
         decode,
-        ImageLimits(settings.max_image_bytes, settings.max_image_pixels, settings.image_fetch_concurrency),
+        ImageLimits(
+            settings.max_image_bytes,
+            settings.max_image_pixels,
+            settings.image_fetch_concurrency,
+            draft_min_side=JPEG_DRAFT_MIN_SIDE if settings.jpeg_draft else None,
+        ),
     )
     prompt_cache = PromptCache(settings.prompt_cache_size, HUB_ID, runtime.weights.fingerprint)
     metrics.watch_prompt_cache(prompt_cache)

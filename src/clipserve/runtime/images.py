@@ -25,8 +25,12 @@ _HIGH_DEPTH_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
-def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
-    """Decode `data` into an RGB, RGBA, L or LA image, EXIF-oriented; reject what is not a safe image."""
+def decode_image(data: bytes, *, max_pixels: int, draft_min_side: int | None = None) -> Image.Image:
+    """Decode `data` into an RGB, RGBA, L or LA image, EXIF-oriented; reject what is not a safe image.
+
+    With `draft_min_side`, a JPEG much larger than that is decoded at 1/2, 1/4 or 1/8 scale in the DCT domain
+    (libjpeg's fast downscaling), never below `draft_min_side` pixels on its short side.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -39,6 +43,8 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
             if width < 1 or height < 1:
                 raise InvalidImageError("image has no pixels")
             image.seek(0)  # animated GIF/WebP/TIFF: the first frame
+            if draft_min_side is not None and image.format in ("JPEG", "MPO"):
+                _draft(image, draft_min_side)
             image.load()
             if image.getexif().get(EXIF_ORIENTATION, 1) != 1:
                 image = ImageOps.exif_transpose(image)
@@ -54,6 +60,14 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
         # Pillow signals truncated or corrupt files with a variety of these.
         raise InvalidImageError(f"could not decode the image: {exc}") from exc
+
+
+def _draft(image: Image.Image, min_side: int) -> None:
+    width, height = image.size
+    short = min(width, height)
+    if short >= 2 * min_side:  # the draft can at least halve it
+        scale = min_side / short
+        image.draft(None, (max(1, round(width * scale)), max(1, round(height * scale))))
 
 
 def _to_reference_mode(image: Image.Image) -> Image.Image:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from clipserve.runtime.text_tower import encode_text_truncated, supports_truncation
 from clipserve.runtime.weights import LoadedModel, WeightsInfo, load_model
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class RuntimeSpec:
     torch_threads: int | None = None
     seed: int = 0
     cache_dir: Path = Path("models")
+    truncate_text: bool = True  # run the text tower only to each batch's longest prompt (same result)
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ def select_device(choice: DeviceChoice) -> torch.device:
 
 
 class ClipRuntime:
-    def __init__(self, loaded: LoadedModel, device: torch.device) -> None:
+    def __init__(self, loaded: LoadedModel, device: torch.device, *, truncate_text: bool = True) -> None:
         self.device = device
         self.weights: WeightsInfo = loaded.info
         self._model = loaded.model.to(device).eval().requires_grad_(False)
@@ -58,6 +60,7 @@ class ClipRuntime:
         self.context_length: int = int(self._model.context_length)
         self.embed_dim: int = int(self._model.text_projection.shape[1])
         self.logit_scale: float = float(self._model.logit_scale.exp().item())
+        self.truncates_text = truncate_text and supports_truncation(self._model)
 
     @classmethod
     def load(cls, spec: RuntimeSpec) -> ClipRuntime:
@@ -72,7 +75,7 @@ class ClipRuntime:
         loaded = load_model(
             spec.weights, architecture=spec.architecture, cache_dir=spec.cache_dir, seed=spec.seed
         )
-        runtime = cls(loaded, device)
+        runtime = cls(loaded, device, truncate_text=spec.truncate_text)
         logger.info(
             "model loaded: %s (%s, fingerprint %s) on %s, %d torch threads",
             loaded.info.source,
@@ -107,7 +110,11 @@ class ClipRuntime:
     @torch.inference_mode()
     def encode_texts(self, ids: torch.Tensor) -> np.ndarray:
         """[n, context_length] token ids -> [n, embed_dim] unit vectors."""
-        features = self._model.encode_text(ids.to(self.device, non_blocking=True))
+        ids = ids.to(self.device, non_blocking=True)
+        if self.truncates_text:
+            features = encode_text_truncated(self._model, ids)
+        else:
+            features = self._model.encode_text(ids)
         return _to_numpy(F.normalize(features.float(), dim=-1))
 
     def warmup(self) -> None:

@@ -37,6 +37,9 @@ def encode_text_truncated(model: open_clip.CLIP, ids: torch.Tensor) -> torch.Ten
     x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
     x = model.ln_final(x)
     x = text_global_pool(x, ids, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
+    projected: torch.Tensor
     if isinstance(model.text_projection, torch.nn.Linear):
-        return model.text_projection(x)
-    return x @ model.text_projection
+        projected = model.text_projection(x)
+    else:
+        projected = x @ model.text_projection
+    return projected

@@ -28,6 +28,7 @@ class ImageLimits:
     max_bytes: int
     max_pixels: int
     fetch_concurrency: int
+    draft_min_side: int | None = None  # JPEG DCT-domain downscaling floor; None decodes at full size
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,10 @@ class EmbeddingService:
     def _decode_bytes(self, data: bytes) -> torch.Tensor:
         if len(data) > self._limits.max_bytes:
             raise ImageTooLargeError(f"image is {len(data)} bytes; the limit is {self._limits.max_bytes}")
-        return self._runtime.preprocess(decode_image(data, max_pixels=self._limits.max_pixels))
+        image = decode_image(
+            data, max_pixels=self._limits.max_pixels, draft_min_side=self._limits.draft_min_side
+        )
+        return self._runtime.preprocess(image)
 
 
 async def _gather_or_cancel(coros: list[Coroutine[Any, Any, T]]) -> list[T]:
