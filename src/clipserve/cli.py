@@ -24,7 +24,7 @@ logger = logging.getLogger("clipserve")
 
 MODEL_SETTINGS = (
     "data_dir", "weights", "model_cache_dir", "random_seed", "architecture", "device", "torch_threads",
-    "decode_workers", "max_image_pixels", "truncate_text",
+    "decode_workers", "max_image_pixels", "truncate_text", "precision",
 )  # fmt: skip
 
 
@@ -80,6 +80,7 @@ def load_runtime(settings: Settings) -> ClipRuntime | None:
         seed=settings.random_seed,
         cache_dir=settings.resolved_model_cache_dir,
         truncate_text=settings.truncate_text,
+        precision=settings.precision,
     )
     try:
         return ClipRuntime.load(spec)

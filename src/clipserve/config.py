@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(
         default=None, ge=1, description="Intra-op threads for the model (default: all cores)."
     )
+    precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
+        default="fp32",
+        description="fp32 (the reference's numbers), bf16, int8 (CPU: dynamic quantization of the Linear "
+        "layers), or auto: bf16 on CUDA or a CPU with AMX/AVX512-BF16, else fp32.",
+    )
     truncate_text: bool = Field(
         default=True,
         description="Run the text tower only to each batch's longest prompt: the same embeddings (causal "

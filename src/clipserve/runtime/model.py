@@ -17,6 +17,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from clipserve.runtime.precision import (
+    Precision,
+    PrecisionChoice,
+    apply_precision,
+    input_dtype,
+    resolve_precision,
+)
 from clipserve.runtime.text_tower import encode_text_truncated, supports_truncation
 from clipserve.runtime.weights import LoadedModel, WeightsInfo, load_model
 
@@ -34,6 +41,7 @@ class RuntimeSpec:
     seed: int = 0
     cache_dir: Path = Path("models")
     truncate_text: bool = True  # run the text tower only to each batch's longest prompt (same result)
+    precision: PrecisionChoice = "fp32"
 
 
 @dataclass(frozen=True)
@@ -51,16 +59,28 @@ def select_device(choice: DeviceChoice) -> torch.device:
 
 
 class ClipRuntime:
-    def __init__(self, loaded: LoadedModel, device: torch.device, *, truncate_text: bool = True) -> None:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        device: torch.device,
+        *,
+        truncate_text: bool = True,
+        precision: PrecisionChoice = "fp32",
+    ) -> None:
         self.device = device
         self.weights: WeightsInfo = loaded.info
-        self._model = loaded.model.to(device).eval().requires_grad_(False)
+        self.precision: Precision = resolve_precision(precision, device)
+        self._input_dtype = input_dtype(self.precision)
+        model = loaded.model.to(device).eval().requires_grad_(False)
+        self.logit_scale: float = float(model.logit_scale.exp().item())  # in fp32, before any conversion
+        self._model = apply_precision(model, self.precision)
         self._preprocess = loaded.preprocess
         self._tokenizer = open_clip.get_tokenizer(self._tokenizer_name(loaded.info.architecture))
         self.context_length: int = int(self._model.context_length)
         self.embed_dim: int = int(self._model.text_projection.shape[1])
-        self.logit_scale: float = float(self._model.logit_scale.exp().item())
-        self.truncates_text = truncate_text and supports_truncation(self._model)
+        # int8's text tower has no exact full-length path in open_clip (get_cast_dtype fails on quantized
+        # layers); truncation is exact, so it always runs there.
+        self.truncates_text = supports_truncation(self._model) and (truncate_text or self.precision == "int8")
 
     @classmethod
     def load(cls, spec: RuntimeSpec) -> ClipRuntime:
@@ -75,13 +95,14 @@ class ClipRuntime:
         loaded = load_model(
             spec.weights, architecture=spec.architecture, cache_dir=spec.cache_dir, seed=spec.seed
         )
-        runtime = cls(loaded, device, truncate_text=spec.truncate_text)
+        runtime = cls(loaded, device, truncate_text=spec.truncate_text, precision=spec.precision)
         logger.info(
-            "model loaded: %s (%s, fingerprint %s) on %s, %d torch threads",
+            "model loaded: %s (%s, fingerprint %s) on %s in %s, %d torch threads",
             loaded.info.source,
             loaded.info.architecture,
             loaded.info.fingerprint,
             device,
+            runtime.precision,
             torch.get_num_threads(),
         )
         return runtime
@@ -104,7 +125,7 @@ class ClipRuntime:
     @torch.inference_mode()
     def encode_images(self, pixels: torch.Tensor) -> np.ndarray:
         """[n, 3, H, W] preprocessed pixels -> [n, embed_dim] unit vectors."""
-        features = self._model.encode_image(pixels.to(self.device, non_blocking=True))
+        features = self._model.encode_image(pixels.to(self.device, self._input_dtype, non_blocking=True))
         return _to_numpy(F.normalize(features.float(), dim=-1))
 
     @torch.inference_mode()

@@ -31,7 +31,8 @@ def encode_text_truncated(model: open_clip.CLIP, ids: torch.Tensor) -> torch.Ten
     """open_clip's CLIP.encode_text on ids[:, :L] with the positional embedding and causal mask cut to L."""
     length = used_length(ids)
     ids = ids[:, :length]
-    cast_dtype = model.transformer.get_cast_dtype()
+    # (the embedding's dtype: transformer.get_cast_dtype() fails on int8-quantized Linear layers)
+    cast_dtype = model.token_embedding.weight.dtype
     x = model.token_embedding(ids).to(cast_dtype)
     x = x + model.positional_embedding[:length].to(cast_dtype)
     x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
