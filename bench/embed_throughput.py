@@ -1,37 +1,48 @@
-"""Images/s and texts/s: clipserve's runtime vs the reference open_clip pipeline, same weights, same run.
+"""Images/s and texts/s of clipserve (fp32, bf16, int8) vs the reference open_clip fp32 pipeline, in one run.
 
-    python bench/embed_throughput.py [--rounds 5] [--image-batch 32] [--text-batch 64]
+    python bench/embed_throughput.py [--rounds 3] [--precisions fp32,bf16,int8] [--http-seconds 20]
 
-Both sides load one full-size ViT-B-32 checkpoint (seeded random weights written to a temp file; the
-speed of a forward pass does not depend on the values) and process the same inputs: skimage photos as
-encoded files (decode + preprocess + encode) and short prompts (tokenize + encode). Prints a table with
-the ratio clipserve / reference; ratios are what to compare across machines.
+Both sides load one full-size ViT-B-32 checkpoint (seeded random weights written to a temp file; speed does
+not depend on the values). Rows:
+  image tower        preprocessed pixels -> embeddings, batch 32
+  images end-to-end  encoded files (skimage photos) -> decode, preprocess, encode, batch 32
+  short texts        8-token prompts, batch 64 (clipserve runs the text tower only to the longest prompt)
+Accuracy: the minimum cosine similarity of each mode's embeddings to the reference fp32 embeddings, over the
+photos (and variants) and the prompts. HTTP: a real server process per mode, 8 concurrent clients each sending
+one 640x480 JPEG per request, for --http-seconds; images/s and p50/p95 latency.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import io
 import platform
+import signal
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import open_clip
 import skimage
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 from safetensors.torch import save_file
 
 from clipserve.runtime.images import decode_image
 from clipserve.runtime.model import ClipRuntime, RuntimeSpec
 
 PHOTOS = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "camera.png", "horse.png"]
-PROMPTS = ["a photo of a {}.", "a blurry photo of a {}.", "a drawing of the {}.", "the {} in a video game."]
 CLASSES = ["cat", "dog", "rocket", "coffee cup", "astronaut", "horse", "camera", "tree"]
+PROMPTS = ["a photo of a {}.", "a blurry photo of a {}.", "a drawing of the {}.", "the {} in a video game."]
 
 
 def cpu_description() -> str:
@@ -61,58 +72,160 @@ def timed(fn: Callable[[], object], rounds: int) -> float:
     return statistics.median(samples)
 
 
+def jpeg_640x480(path: Path) -> bytes:
+    buffer = io.BytesIO()
+    ImageOps.fit(Image.open(path).convert("RGB"), (640, 480)).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_run(
+    weights: Path, precision: str, jpegs: list[bytes], seconds: float, clients: int = 8
+) -> tuple[float, float, float]:
+    """(images/s, p50 ms, p95 ms) of a real server under `clients` concurrent one-image requests."""
+    port = free_port()
+    with tempfile.TemporaryDirectory() as data_dir:
+        command = [sys.executable, "-m", "clipserve", "serve", "--weights", str(weights), "--precision", precision,
+                   "--port", str(port), "--data-dir", data_dir, "--log-level", "warning"]  # fmt: skip
+        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(600):
+                try:
+                    if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.1)
+            bodies = [
+                {"input": [{"image": base64.b64encode(j).decode()}], "encoding_format": "base64"}
+                for j in jpegs
+            ]
+            latencies: list[float] = []
+            lock = threading.Lock()
+            stop_at = time.perf_counter() + seconds
+
+            def client(index: int) -> None:
+                with httpx.Client(base_url=base, timeout=60) as session:
+                    i = index
+                    while time.perf_counter() < stop_at:
+                        started = time.perf_counter()
+                        response = session.post("/v1/embeddings", json=bodies[i % len(bodies)])
+                        response.raise_for_status()
+                        with lock:
+                            latencies.append(time.perf_counter() - started)
+                        i += 1
+
+            started = time.perf_counter()
+            threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            elapsed = time.perf_counter() - started
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(60)
+    latencies.sort()
+    return (
+        len(latencies) / elapsed,
+        latencies[len(latencies) // 2] * 1000,
+        latencies[int(len(latencies) * 0.95)] * 1000,
+    )
+
+
+def measure_runtime(
+    runtime: ClipRuntime, pixels: torch.Tensor, images: list[bytes], texts: list[str], rounds: int
+) -> dict[str, float]:
+    def end_to_end() -> object:
+        decoded = [decode_image(d, max_pixels=40_000_000, draft_min_side=448) for d in images]
+        return runtime.encode_images(torch.stack([runtime.preprocess(i) for i in decoded]))
+
+    return {
+        "image tower": 32 / timed(lambda: runtime.encode_images(pixels), rounds),
+        "images end-to-end": 32 / timed(end_to_end, rounds),
+        "short texts": 64 / timed(lambda: runtime.encode_texts(runtime.tokenize(texts).ids), rounds),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--image-batch", type=int, default=32)
-    parser.add_argument("--text-batch", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--precisions", default="fp32,bf16,int8")
+    parser.add_argument("--http-seconds", type=float, default=20.0, help="0 skips the HTTP runs")
     args = parser.parse_args()
+    precisions = args.precisions.split(",")
 
-    files = [(Path(skimage.__file__).parent / "data" / name).read_bytes() for name in PHOTOS]
-    images = [files[i % len(files)] for i in range(args.image_batch)]
-    texts = [PROMPTS[i % len(PROMPTS)].format(CLASSES[i % len(CLASSES)]) for i in range(args.text_batch)]
-
-    with tempfile.TemporaryDirectory() as tmp:
-        weights = Path(tmp) / "vit-b-32.safetensors"
-        torch.manual_seed(0)
-        save_file(
-            {k: v.contiguous() for k, v in open_clip.create_model("ViT-B-32").state_dict().items()},
-            str(weights),
-        )
-        model, _, preprocess = open_clip.create_model_and_transforms("ViT-B-32", pretrained=str(weights))
-        model.eval()
-        tokenizer = open_clip.get_tokenizer("ViT-B-32")
-        runtime = ClipRuntime.load(RuntimeSpec(weights=str(weights), device="cpu"))
-
-    @torch.no_grad()
-    def reference_images() -> object:
-        pixels = torch.stack([preprocess(Image.open(io.BytesIO(d))) for d in images])
-        return F.normalize(model.encode_image(pixels), dim=-1)
-
-    @torch.no_grad()
-    def reference_texts() -> object:
-        return F.normalize(model.encode_text(tokenizer(texts)), dim=-1)
-
-    def clipserve_images() -> object:
-        pixels = torch.stack([runtime.preprocess(decode_image(d, max_pixels=40_000_000)) for d in images])
-        return runtime.encode_images(pixels)
-
-    def clipserve_texts() -> object:
-        return runtime.encode_texts(runtime.tokenize(texts).ids)
-
-    rows = [
-        ("images (decode+preprocess+encode)", args.image_batch, reference_images, clipserve_images),
-        ("texts (tokenize+encode)", args.text_batch, reference_texts, clipserve_texts),
+    photo_paths = [Path(skimage.__file__).parent / "data" / name for name in PHOTOS]
+    files = [p.read_bytes() for p in photo_paths]
+    images = [files[i % len(files)] for i in range(32)]
+    texts = [PROMPTS[i % len(PROMPTS)].format(CLASSES[i % len(CLASSES)]) for i in range(64)]
+    accuracy_images = [Image.open(p) for p in photo_paths] + [
+        ImageOps.mirror(Image.open(p).convert("RGB")) for p in photo_paths
     ]
-    print(f"# {cpu_description()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"rounds={args.rounds}")  # fmt: skip
-    print(f"{'workload':36} {'batch':>5} {'reference/s':>12} {'clipserve/s':>12} {'ratio':>6}")
-    for name, batch, reference, ours in rows:
-        ref_rate = batch / timed(reference, args.rounds)
-        our_rate = batch / timed(ours, args.rounds)
-        print(f"{name:36} {batch:>5} {ref_rate:>12.1f} {our_rate:>12.1f} {our_rate / ref_rate:>6.2f}")
+
+    tmp = tempfile.TemporaryDirectory()
+    weights = Path(tmp.name) / "vit-b-32.safetensors"
+    torch.manual_seed(0)
+    save_file(
+        {k: v.contiguous() for k, v in open_clip.create_model("ViT-B-32").state_dict().items()}, str(weights)
+    )
+    model, _, preprocess = open_clip.create_model_and_transforms("ViT-B-32", pretrained=str(weights))
+    model.eval()
+    tokenizer = open_clip.get_tokenizer("ViT-B-32")
+    pixels = torch.stack([preprocess(Image.open(io.BytesIO(d))) for d in images])
+    ids = tokenizer(texts)
+
+    with torch.no_grad():
+        ref_acc_images = F.normalize(
+            model.encode_image(torch.stack([preprocess(i) for i in accuracy_images])), dim=-1
+        ).numpy()
+        ref_acc_texts = F.normalize(model.encode_text(ids), dim=-1).numpy()
+        ref = {
+            "image tower": 32 / timed(lambda: model.encode_image(pixels), args.rounds),
+            "images end-to-end": 32
+            / timed(
+                lambda: model.encode_image(
+                    torch.stack([preprocess(Image.open(io.BytesIO(d))) for d in images])
+                ),
+                args.rounds,
+            ),
+            "short texts": 64 / timed(lambda: model.encode_text(tokenizer(texts)), args.rounds),
+        }
+
+    print(
+        f"# {cpu_description()}, torch {torch.__version__}, {torch.get_num_threads()} threads, rounds={args.rounds}"
+    )
+    print(f"{'workload':20} {'mode':>5} {'items/s':>9} {'vs ref':>7} {'min cos':>8}")
+    for name, rate in ref.items():
+        print(f"{name:20} {'ref':>5} {rate:>9.1f} {1.0:>6.2f}x {1.0:>8.5f}")
+    for precision in precisions:
+        runtime = ClipRuntime.load(RuntimeSpec(weights=str(weights), device="cpu", precision=precision))
+        acc_i = runtime.encode_images(torch.stack([runtime.preprocess(i) for i in accuracy_images]))
+        acc_t = runtime.encode_texts(runtime.tokenize(texts).ids)
+        cos = min(float((acc_i * ref_acc_images).sum(1).min()), float((acc_t * ref_acc_texts).sum(1).min()))
+        rates = measure_runtime(runtime, pixels, images, texts, args.rounds)
+        for name, rate in rates.items():
+            print(f"{name:20} {precision:>5} {rate:>9.1f} {rate / ref[name]:>6.2f}x {cos:>8.5f}")
+    if args.http_seconds > 0:
+        jpegs = [jpeg_640x480(p) for p in photo_paths]
+        print(
+            f"\nHTTP end to end: 8 concurrent clients, one 640x480 JPEG per request, {args.http_seconds:g} s"
+        )
+        print(f"{'mode':>5} {'images/s':>9} {'vs ref e2e':>11} {'p50 ms':>8} {'p95 ms':>8}")
+        for precision in precisions:
+            rate, p50, p95 = http_run(weights, precision, jpegs, args.http_seconds)
+            print(
+                f"{precision:>5} {rate:>9.1f} {rate / ref['images end-to-end']:>10.2f}x {p50:>8.0f} {p95:>8.0f}"
+            )
+    tmp.cleanup()
 
 
 if __name__ == "__main__":
