@@ -204,3 +204,8 @@ def test_eval_data_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixtur
     bad.write_text("file,class\na.png,cat\n")
     assert main(["eval", "retrieval", "--data", str(bad), *MODEL_ARGS]) == 2
     assert "needs a header with columns image, caption" in capsys.readouterr().err
+    (tmp_path / "folder" / "cat").mkdir(parents=True)
+    Image.new("RGB", (32, 32)).save(tmp_path / "folder" / "cat" / "a.png")
+    down = ["--url", "http://127.0.0.1:9"]  # nothing listens on the discard port
+    assert main(["eval", "zeroshot", "--data", str(tmp_path / "folder"), *down]) == 2
+    assert "could not reach" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from fastapi import Request
 
@@ -16,6 +17,8 @@ from clipserve.service.embeddings import EmbeddingService
 from clipserve.service.encoder_queues import EncoderQueues
 from clipserve.service.inputs import InputLimits
 from clipserve.service.rank import RankService
+
+ServiceT = TypeVar("ServiceT")
 
 
 @dataclass
@@ -40,22 +43,19 @@ def get_context(request: Request) -> AppContext:
     return context
 
 
-def get_embedding_service(request: Request) -> EmbeddingService:
-    service = get_context(request).embeddings
+def _started(service: ServiceT | None) -> ServiceT:
     if service is None:
         raise ServiceUnavailableError("the service is starting up; retry shortly")
     return service
+
+
+def get_embedding_service(request: Request) -> EmbeddingService:
+    return _started(get_context(request).embeddings)
 
 
 def get_classification_service(request: Request) -> ClassificationService:
-    service = get_context(request).classification
-    if service is None:
-        raise ServiceUnavailableError("the service is starting up; retry shortly")
-    return service
+    return _started(get_context(request).classification)
 
 
 def get_rank_service(request: Request) -> RankService:
-    service = get_context(request).ranking
-    if service is None:
-        raise ServiceUnavailableError("the service is starting up; retry shortly")
-    return service
+    return _started(get_context(request).ranking)

@@ -17,7 +17,7 @@ from clipserve.eval.datasets import (
     load_templates,
     load_zeroshot,
 )
-from clipserve.eval.embedders import Embedder, LocalEmbedder, RemoteEmbedder
+from clipserve.eval.embedders import Embedder, LocalEmbedder, RemoteEmbedder, RemoteEmbeddingError
 from clipserve.eval.retrieval import evaluate_retrieval
 from clipserve.eval.zeroshot import evaluate_zeroshot
 
@@ -90,7 +90,7 @@ def run_eval(settings: Settings, args: argparse.Namespace) -> int:
             if embedder is None:
                 return 2
             report = evaluate_retrieval(retrieval_data, embedder)
-    except (DatasetError, InvalidRequestError, OSError) as exc:
+    except (DatasetError, InvalidRequestError, RemoteEmbeddingError, OSError) as exc:
         print(f"clipserve: error: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 2
     print(report.table())

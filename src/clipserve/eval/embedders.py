@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -30,8 +30,20 @@ def _batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
-def _progress(total: int, what: str) -> tqdm:
-    return tqdm(total=total, desc=what, unit=what.split()[-1], dynamic_ncols=True, leave=False)
+class RemoteEmbeddingError(RuntimeError):
+    """The server answered with an error, or could not be reached."""
+
+
+def _in_batches(
+    items: Sequence[T], size: int, what: str, encode: Callable[[Sequence[T]], np.ndarray]
+) -> np.ndarray:
+    """encode() over consecutive batches, with a progress bar on stderr."""
+    out = []
+    with tqdm(total=len(items), desc=what, unit=what.split()[-1], dynamic_ncols=True, leave=False) as bar:
+        for batch in _batches(items, size):
+            out.append(encode(batch))
+            bar.update(len(batch))
+    return np.concatenate(out)
 
 
 class LocalEmbedder:
@@ -47,21 +59,21 @@ class LocalEmbedder:
         return self._runtime.preprocess(decode_image(path.read_bytes(), max_pixels=self._max_pixels))
 
     def embed_images(self, paths: Sequence[Path]) -> np.ndarray:
-        out = []
-        with _progress(len(paths), "encoding images") as bar:
-            pending = [self._pool.submit(self._pixels, p) for p in paths]  # decode runs ahead of the model
-            for batch in _batches(pending, self._batch_size):
-                out.append(self._runtime.encode_images(torch.stack([f.result() for f in batch])))
-                bar.update(len(batch))
-        return np.concatenate(out)
+        pending = [self._pool.submit(self._pixels, p) for p in paths]  # decoding runs ahead of the model
+        return _in_batches(
+            pending,
+            self._batch_size,
+            "encoding images",
+            lambda batch: self._runtime.encode_images(torch.stack([f.result() for f in batch])),
+        )
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        out = []
-        with _progress(len(texts), "encoding texts") as bar:
-            for batch in _batches(texts, self._batch_size):
-                out.append(self._runtime.encode_texts(self._runtime.tokenize(list(batch)).ids))
-                bar.update(len(batch))
-        return np.concatenate(out)
+        return _in_batches(
+            texts,
+            self._batch_size,
+            "encoding texts",
+            lambda batch: self._runtime.encode_texts(self._runtime.tokenize(list(batch)).ids),
+        )
 
 
 class RemoteEmbedder:
@@ -73,25 +85,24 @@ class RemoteEmbedder:
         self._batch_size = batch_size
 
     def _embed(self, items: list[object]) -> np.ndarray:
-        response = self._client.post("/v1/embeddings", json={"input": items, "encoding_format": "base64"})
+        try:
+            response = self._client.post("/v1/embeddings", json={"input": items, "encoding_format": "base64"})
+        except httpx.HTTPError as exc:
+            raise RemoteEmbeddingError(f"could not reach {self._client.base_url}: {exc}") from exc
         if response.status_code != 200:
-            raise RuntimeError(f"{response.status_code} from {self._client.base_url}: {response.text[:300]}")
+            raise RemoteEmbeddingError(
+                f"{response.status_code} from {self._client.base_url}: {response.text[:300]}"
+            )
         rows = sorted(response.json()["data"], key=lambda d: d["index"])
         return np.stack([np.frombuffer(base64.b64decode(r["embedding"]), dtype="<f4") for r in rows])
 
     def embed_images(self, paths: Sequence[Path]) -> np.ndarray:
-        out = []
-        with _progress(len(paths), "encoding images") as bar:
-            for batch in _batches(paths, self._batch_size):
-                items: list[object] = [{"image": base64.b64encode(p.read_bytes()).decode()} for p in batch]
-                out.append(self._embed(items))
-                bar.update(len(batch))
-        return np.concatenate(out)
+        return _in_batches(
+            paths,
+            self._batch_size,
+            "encoding images",
+            lambda batch: self._embed([{"image": base64.b64encode(p.read_bytes()).decode()} for p in batch]),
+        )
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        out = []
-        with _progress(len(texts), "encoding texts") as bar:
-            for batch in _batches(texts, self._batch_size):
-                out.append(self._embed(list(batch)))
-                bar.update(len(batch))
-        return np.concatenate(out)
+        return _in_batches(texts, self._batch_size, "encoding texts", lambda batch: self._embed(list(batch)))
