@@ -24,7 +24,7 @@ from clipserve.runtime.precision import (
     input_dtype,
     resolve_precision,
 )
-from clipserve.runtime.text_tower import encode_text_truncated, supports_truncation
+from clipserve.runtime.text_tower import encode_text_truncated, length_groups, supports_truncation
 from clipserve.runtime.weights import LoadedModel, WeightsInfo, load_model
 
 logger = logging.getLogger(__name__)
@@ -131,12 +131,14 @@ class ClipRuntime:
     @torch.inference_mode()
     def encode_texts(self, ids: torch.Tensor) -> np.ndarray:
         """[n, context_length] token ids -> [n, embed_dim] unit vectors."""
-        ids = ids.to(self.device, non_blocking=True)
-        if self.truncates_text:
-            features = encode_text_truncated(self._model, ids)
-        else:
-            features = self._model.encode_text(ids)
-        return _to_numpy(F.normalize(features.float(), dim=-1))
+        if not self.truncates_text:
+            features = self._model.encode_text(ids.to(self.device, non_blocking=True))
+            return _to_numpy(F.normalize(features.float(), dim=-1))
+        out = torch.empty((ids.shape[0], self.embed_dim), dtype=torch.float32)
+        for rows in length_groups(ids):
+            features = encode_text_truncated(self._model, ids[rows].to(self.device, non_blocking=True))
+            out[rows] = F.normalize(features.float(), dim=-1).cpu()
+        return _to_numpy(out)
 
     def warmup(self) -> None:
         """One forward pass per tower, so the first request does not pay for lazy initialisation."""
