@@ -85,13 +85,18 @@ def free_port() -> int:
 
 
 def http_run(
-    weights: Path, precision: str, jpegs: list[bytes], seconds: float, clients: int = 8
+    weights: Path,
+    precision: str,
+    jpegs: list[bytes],
+    seconds: float,
+    clients: int = 8,
+    extra: tuple[str, ...] = (),
 ) -> tuple[float, float, float]:
     """(images/s, p50 ms, p95 ms) of a real server under `clients` concurrent one-image requests."""
     port = free_port()
     with tempfile.TemporaryDirectory() as data_dir:
         command = [sys.executable, "-m", "clipserve", "serve", "--weights", str(weights), "--precision", precision,
-                   "--port", str(port), "--data-dir", data_dir, "--log-level", "warning"]  # fmt: skip
+                   "--port", str(port), "--data-dir", data_dir, "--log-level", "warning", *extra]  # fmt: skip
         server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         base = f"http://127.0.0.1:{port}"
         try:
