@@ -24,11 +24,11 @@ import skimage
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from safetensors.torch import save_file
 
 from clipserve.api.app import create_app
 from clipserve.config import Settings
 from clipserve.runtime.model import ClipRuntime, RuntimeSpec
+from common import write_random_vit_b32
 
 TEMPLATE = "a photo of a {}."
 
@@ -73,11 +73,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "vit-b-32.safetensors"
-        torch.manual_seed(0)
-        save_file(
-            {k: v.contiguous() for k, v in open_clip.create_model("ViT-B-32").state_dict().items()},
-            str(weights),
-        )
+        write_random_vit_b32(weights)
         model, _, preprocess = open_clip.create_model_and_transforms("ViT-B-32", pretrained=str(weights))
         model.eval()
         tokenizer = open_clip.get_tokenizer("ViT-B-32")

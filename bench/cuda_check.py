@@ -17,15 +17,14 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import skimage
 import torch
 from PIL import Image
 
 from clipserve.api.app import create_app
 from clipserve.config import Settings
 from clipserve.runtime.model import ClipRuntime, RuntimeSpec
+from common import photo_paths
 
-PHOTOS = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "camera.png", "horse.png"]
 TEXTS = ["a photo of an astronaut", "a cat", "a cup of coffee", "a rocket", "x" * 300]
 
 
@@ -56,7 +55,7 @@ def main() -> int:
         print("no CUDA device: nothing to check", file=sys.stderr)
         return 1
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
-    paths = [Path(skimage.__file__).parent / "data" / name for name in PHOTOS]
+    paths = photo_paths()
     cpu = ClipRuntime.load(RuntimeSpec(weights="random", device="cpu", seed=0))
     gpu = ClipRuntime.load(RuntimeSpec(weights="random", device="auto", seed=0))
     assert gpu.device.type == "cuda", "--device auto did not pick CUDA"

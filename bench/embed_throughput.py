@@ -17,59 +17,28 @@ from __future__ import annotations
 import argparse
 import base64
 import io
-import platform
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import open_clip
-import skimage
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
-from safetensors.torch import save_file
 
 from clipserve.runtime.images import decode_image
 from clipserve.runtime.model import ClipRuntime, RuntimeSpec
+from common import cpu_description, timed, write_random_vit_b32
+from common import photo_paths as photos
 
-PHOTOS = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "camera.png", "horse.png"]
 CLASSES = ["cat", "dog", "rocket", "coffee cup", "astronaut", "horse", "camera", "tree"]
 PROMPTS = ["a photo of a {}.", "a blurry photo of a {}.", "a drawing of the {}.", "the {} in a video game."]
-
-
-def cpu_description() -> str:
-    """The CPU model and the matrix-unit features that decide which precisions are fast."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.machine()
-    model = next(
-        (line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), ""
-    )
-    flags = set(
-        next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    )
-    features = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags]
-    return f"{model or platform.machine()} ({', '.join(features) or 'no AVX2'})"
-
-
-def timed(fn: Callable[[], object], rounds: int) -> float:
-    """Median seconds per call after one warm-up call."""
-    fn()
-    samples = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
 
 
 def jpeg_640x480(path: Path) -> bytes:
@@ -168,7 +137,7 @@ def main() -> None:
     args = parser.parse_args()
     precisions = args.precisions.split(",")
 
-    photo_paths = [Path(skimage.__file__).parent / "data" / name for name in PHOTOS]
+    photo_paths = photos()
     files = [p.read_bytes() for p in photo_paths]
     images = [files[i % len(files)] for i in range(32)]
     texts = [PROMPTS[i % len(PROMPTS)].format(CLASSES[i % len(CLASSES)]) for i in range(64)]
@@ -178,10 +147,7 @@ def main() -> None:
 
     tmp = tempfile.TemporaryDirectory()
     weights = Path(tmp.name) / "vit-b-32.safetensors"
-    torch.manual_seed(0)
-    save_file(
-        {k: v.contiguous() for k, v in open_clip.create_model("ViT-B-32").state_dict().items()}, str(weights)
-    )
+    write_random_vit_b32(weights)
     model, _, preprocess = open_clip.create_model_and_transforms("ViT-B-32", pretrained=str(weights))
     model.eval()
     tokenizer = open_clip.get_tokenizer("ViT-B-32")

@@ -9,17 +9,11 @@ a server with the listed flags; compare rows with each other (and with embed_thr
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
-import open_clip
-import skimage
-import torch
-from safetensors.torch import save_file
-
-sys.path.insert(0, str(Path(__file__).parent))
-from embed_throughput import PHOTOS, http_run, jpeg_640x480
+from common import photo_paths, write_random_vit_b32
+from embed_throughput import http_run, jpeg_640x480
 
 SETTINGS = [
     ("decode 2, torch 2 (default)", ()),
@@ -39,14 +33,10 @@ def main() -> None:
     parser.add_argument("--precision", default="int8")
     parser.add_argument("--seconds", type=float, default=15.0)
     args = parser.parse_args()
-    jpegs = [jpeg_640x480(Path(skimage.__file__).parent / "data" / name) for name in PHOTOS]
+    jpegs = [jpeg_640x480(p) for p in photo_paths()]
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "vit-b-32.safetensors"
-        torch.manual_seed(0)
-        save_file(
-            {k: v.contiguous() for k, v in open_clip.create_model("ViT-B-32").state_dict().items()},
-            str(weights),
-        )
+        write_random_vit_b32(weights)
         print(f"# precision {args.precision}, 8 clients, 640x480 JPEGs, {args.seconds:g} s per row")
         print(f"{'setting':32} {'images/s':>9} {'p50 ms':>8} {'p95 ms':>8}")
         for name, flags in SETTINGS:

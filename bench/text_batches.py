@@ -9,9 +9,6 @@ with long captions into two length groups; the reference always runs all 77 posi
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 
 import numpy as np
 import open_clip
@@ -19,19 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from clipserve.runtime.model import ClipRuntime, RuntimeSpec
+from common import timed
 
 SHORT = [f"a photo of a {c}." for c in ("cat", "dog", "rocket", "coffee cup")] * 16
 LONG = "a long caption that describes everything in the picture in great detail " * 6
-
-
-def timed(fn: Callable[[], object], rounds: int) -> float:
-    fn()
-    samples = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
 
 
 def main() -> None:

@@ -50,12 +50,6 @@ class ModelNotFoundError(ClipserveError):
     default_code = "model_not_found"
 
 
-class RouteNotFoundError(ClipserveError):
-    status_code = 404
-    error_type = "invalid_request_error"
-    default_code = "not_found"
-
-
 class RequestTooLargeError(ClipserveError):
     status_code = 413
     error_type = "invalid_request_error"
@@ -82,12 +76,6 @@ class ServiceUnavailableError(ServiceOverloadedError):
     """The service is starting or shutting down."""
 
     default_code = "service_unavailable"
-
-
-class InferenceError(ClipserveError):
-    """The model failed on an input that passed validation."""
-
-    default_code = "inference_failed"
 
 
 class WeightsUnavailableError(Exception):
