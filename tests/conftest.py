@@ -38,3 +38,36 @@ def tiny_runtime():  # type: ignore[no-untyped-def]
     return ClipRuntime.load(
         RuntimeSpec(weights="random", architecture=str(TINY_CONFIG), device="cpu", seed=0)
     )
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url():  # type: ignore[no-untyped-def]
+    """A real PostgreSQL server for this test session (skips if PostgreSQL is not installed)."""
+    from tests.postgres_server import postgres_server
+
+    with postgres_server() as url:
+        yield url
+
+
+_database_counter = iter(range(1, 1_000_000))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty accounts database URL, on each backend: SQLite in a temp dir, and a fresh Postgres database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'clipserve.db'}"
+    from tests.postgres_server import fresh_database
+
+    admin_url = request.getfixturevalue("postgres_admin_url")
+    return fresh_database(admin_url, f"clipserve_test_{next(_database_counter)}")
+
+
+@pytest.fixture
+def database(database_url: str):  # type: ignore[no-untyped-def]
+    from clipserve.store.database import Database
+
+    db = Database(database_url)
+    db.migrate()
+    yield db
+    db.close()

@@ -15,9 +15,11 @@ from clipserve import __version__
 from clipserve.config import Settings
 from clipserve.errors import WeightsUnavailableError
 from clipserve.eval.cli import add_eval_commands
+from clipserve.keys_cli import add_keys_commands
 
 if TYPE_CHECKING:
     from clipserve.runtime.model import ClipRuntime
+    from clipserve.store.database import Database
 
 logger = logging.getLogger("clipserve")
 
@@ -66,6 +68,7 @@ def configure_logging(level: str) -> None:
     # No force=True: a host that configured logging already (pytest, an embedding app) keeps its handlers.
     logging.basicConfig(format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger().setLevel(level.upper())
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def load_runtime(settings: Settings) -> ClipRuntime | None:
@@ -89,6 +92,30 @@ def load_runtime(settings: Settings) -> ClipRuntime | None:
         return None
 
 
+def open_accounts_database(settings: Settings) -> Database | None:
+    """The migrated accounts database, or None after printing why serving would be unsafe or impossible."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from clipserve.service.auth import exposure_problem
+    from clipserve.store.accounts import AccountStore
+    from clipserve.store.database import Database
+
+    database = Database(settings.resolved_database_url)
+    try:
+        database.migrate()
+        keys_exist = AccountStore(database).has_usable_keys()
+    except SQLAlchemyError as exc:
+        print(f"clipserve: error: accounts database {database.display_url}: {exc}", file=sys.stderr)
+        return None
+    problem = exposure_problem(settings.auth, keys_exist, settings.host, settings.allow_unauthenticated)
+    if problem is not None:
+        print(f"clipserve: error: {problem}", file=sys.stderr)
+        return None
+    if not keys_exist and settings.auth == "on":
+        logger.warning("--auth on but no API key exists: every request will get 401 until one is created")
+    return database
+
+
 def run_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -96,6 +123,9 @@ def run_serve(settings: Settings, args: argparse.Namespace) -> int:
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     logger.info("clipserve %s; data dir %s", __version__, settings.data_dir)
+    database = open_accounts_database(settings)
+    if database is None:
+        return 2
     runtime = load_runtime(settings)
     if runtime is None:
         return 2
@@ -107,7 +137,7 @@ def run_serve(settings: Settings, args: argparse.Namespace) -> int:
             banner, settings.random_seed, banner,
         )  # fmt: skip
     config = uvicorn.Config(
-        create_app(settings, runtime),
+        create_app(settings, runtime, database),
         host=settings.host,
         port=settings.port,
         log_config=None,
@@ -130,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_arguments(serve)
     serve.set_defaults(handler=run_serve)
     add_eval_commands(commands)
+    add_keys_commands(commands, add_settings_arguments)
     return parser
 
 

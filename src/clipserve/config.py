@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
@@ -131,6 +132,57 @@ class Settings(BaseSettings):
         description="CIDR networks allowed even though they are not public (e.g. an internal image host).",
     )
 
+    # accounts, keys, prices and limits
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the accounts and ledger database, e.g. postgresql://user:pass@host/db "
+        "for several replicas sharing one ledger (default: SQLite at DATA_DIR/clipserve.db).",
+    )
+    auth: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="API keys: on (always required), off (nobody is checked or charged), or auto: required "
+        "as soon as any key exists, off until then.",
+    )
+    allow_unauthenticated: bool = Field(
+        default=False,
+        description="Serve with authentication off on a non-loopback address (refused without this flag).",
+    )
+    price_per_1k_images: Decimal = Field(
+        default=Decimal("0.047"), ge=0, description="Dollars per 1,000 images encoded."
+    )
+    price_per_1m_tokens: Decimal = Field(
+        default=Decimal("0.01"), ge=0, description="Dollars per 1,000,000 text tokens encoded."
+    )
+    charge_cached_prompts: bool = Field(
+        default=True,
+        description="Charge classification prompts served from the prompt cache at list price "
+        "(--no-charge-cached-prompts: only prompts actually encoded are charged).",
+    )
+    rate_limit_requests_per_minute: int = Field(
+        default=600, ge=0, description="Requests per minute per key unless the key sets its own (0: none)."
+    )
+    rate_limit_images_per_minute: int = Field(
+        default=12_000, ge=0, description="Images per minute per key unless the key sets its own (0: none)."
+    )
+    signup_enabled: bool = Field(
+        default=False, description="Open sign-up: POST /v1/signup hands out a key with the free credit."
+    )
+    signup_credit: Decimal = Field(
+        default=Decimal("1.00"), ge=0, description="Dollars of free credit per sign-up."
+    )
+    signups_per_address_per_day: int = Field(
+        default=3, ge=1, description="Sign-ups allowed per client address in 24 hours."
+    )
+    credit_hold_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="How long credit reserved by an unfinished request stays reserved (frees a crashed "
+        "replica's reservations).",
+    )
+    idempotency_ttl_s: float = Field(
+        default=86_400.0, gt=0, description="How long answers are kept for replay by Idempotency-Key."
+    )
+
     # HTTP server
     host: str = Field(default="127.0.0.1", description="Address to bind.")
     port: int = Field(default=8000, ge=0, le=65535, description="Port to bind.")
@@ -146,6 +198,10 @@ class Settings(BaseSettings):
                 "max_queue_items must be at least max_items_per_request, or a large request could never run"
             )
         return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'clipserve.db'}"
 
     @property
     def resolved_model_cache_dir(self) -> Path:

@@ -80,3 +80,78 @@ class ServiceUnavailableError(ServiceOverloadedError):
 
 class WeightsUnavailableError(Exception):
     """Weights could not be found or loaded; raised at start, never during a request."""
+
+
+class AuthenticationError(ClipserveError):
+    """No key, a malformed key, or a key that is unknown, revoked or expired (OpenAI: 401 invalid_api_key)."""
+
+    status_code = 401
+    error_type = "invalid_request_error"
+    default_code = "invalid_api_key"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="clipserve"'}
+
+
+class PermissionDeniedError(ClipserveError):
+    status_code = 403
+    error_type = "permission_error"
+    default_code = "permission_denied"
+
+
+class NotFoundError(ClipserveError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    default_code = "not_found"
+
+
+class InsufficientQuotaError(ClipserveError):
+    """The account's credit does not cover the request. Not retryable, so the openai client must not retry."""
+
+    status_code = 429
+    error_type = "insufficient_quota"
+    default_code = "insufficient_quota"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"x-should-retry": "false"}
+
+
+class RateLimitExceededError(ClipserveError):
+    """A per-key per-minute limit is reached; `error_type` names the limit ('requests' or 'images')."""
+
+    status_code = 429
+    default_code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, limit_name: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.error_type = limit_name
+        self.retry_after_s = retry_after_s
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self.retry_after_s == float("inf"):
+            return {"x-should-retry": "false"}
+        return {
+            "Retry-After": str(max(1, int(self.retry_after_s + 0.999))),
+            "retry-after-ms": str(int(self.retry_after_s * 1000)),
+        }
+
+
+class IdempotencyConflictError(ClipserveError):
+    """A request with the same Idempotency-Key is still running."""
+
+    status_code = 409
+    error_type = "invalid_request_error"
+    default_code = "idempotency_key_in_use"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
+
+
+class IdempotencyMismatchError(InvalidRequestError):
+    """The Idempotency-Key was used before with a different request."""
+
+    default_code = "idempotency_key_reused"

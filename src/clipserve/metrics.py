@@ -97,6 +97,9 @@ class ServiceMetrics:
             "clipserve_items_per_second", "Items encoded per second (10 s window)", ["queue"], registry=r
         )
         self.ready = Gauge("clipserve_ready", "1 when the model is loaded and warmed", registry=r)
+        self.charged_micros = Counter(
+            "clipserve_charged_micros", "Micro-dollars charged to accounts", ["endpoint"], registry=r
+        )
         self._meters: dict[str, ThroughputMeter] = {}
 
     def watch_prompt_cache(self, cache: PromptCacheStats) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -10,9 +11,18 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from sqlalchemy.exc import SQLAlchemyError
 
 from clipserve import __version__
-from clipserve.api import routes_classify, routes_embeddings, routes_models, routes_ops, routes_rank
+from clipserve.api import (
+    routes_account,
+    routes_admin,
+    routes_classify,
+    routes_embeddings,
+    routes_models,
+    routes_ops,
+    routes_rank,
+)
 from clipserve.api.dependencies import AppContext
 from clipserve.api.errors import install_error_handlers
 from clipserve.api.middleware import RequestContextMiddleware
@@ -21,34 +31,42 @@ from clipserve.metrics import ServiceMetrics
 from clipserve.model_card import HUB_ID
 from clipserve.runtime.fetch import AddressPolicy, FetchLimits, ImageFetcher
 from clipserve.runtime.model import ClipRuntime
+from clipserve.service.auth import Authenticator
 from clipserve.service.classify import ClassificationService, ClassifyLimits
 from clipserve.service.embeddings import EmbeddingService, ImageLimits
 from clipserve.service.encoder_queues import EncoderQueues
 from clipserve.service.inputs import InputLimits
+from clipserve.service.metering import Meter, RateLimitDefaults
+from clipserve.service.pricing import PriceTable
 from clipserve.service.prompt_cache import PromptCache
 from clipserve.service.prompts import PromptEncoder
 from clipserve.service.rank import RankService
+from clipserve.store.accounts import AccountStore
+from clipserve.store.database import Database
+from clipserve.store.ledger import LedgerStore, LedgerTimeouts
 
 logger = logging.getLogger(__name__)
 
 # Twice the model's 224: the bicubic antialiased resize after the draft still averages >= 2x2 pixels per output.
 JPEG_DRAFT_MIN_SIDE = 448
+PURGE_INTERVAL_S = 300.0
 RANDOM_WEIGHTS_HEADER = ("x-clipserve-weights", "random; embeddings are meaningless")
 
 
-def create_app(settings: Settings, runtime: ClipRuntime) -> FastAPI:
-    """The HTTP app around an already-loaded runtime."""
+def create_app(settings: Settings, runtime: ClipRuntime, database: Database | None = None) -> FastAPI:
+    """The HTTP app around an already-loaded runtime; the database defaults to settings.database_url."""
     context = AppContext(
         settings=settings,
         runtime=runtime,
         metrics=ServiceMetrics(),
         input_limits=InputLimits(settings.max_items_per_request, settings.max_text_chars),
         started_at=int(time.time()),
+        database=database,
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with _running_services(context):
+        async with _open_accounts(context), _running_services(context):
             yield
 
     app = FastAPI(
@@ -59,7 +77,9 @@ def create_app(settings: Settings, runtime: ClipRuntime) -> FastAPI:
     )
     app.state.context = context
     install_error_handlers(app)
-    for module in (routes_embeddings, routes_classify, routes_rank, routes_models, routes_ops):
+    for module in (
+        routes_embeddings, routes_classify, routes_rank, routes_models, routes_ops, routes_account, routes_admin,
+    ):  # fmt: skip
         app.include_router(module.router)
     app.add_middleware(
         RequestContextMiddleware,
@@ -68,6 +88,57 @@ def create_app(settings: Settings, runtime: ClipRuntime) -> FastAPI:
         extra_headers=[RANDOM_WEIGHTS_HEADER] if runtime.weights.is_random else [],
     )
     return app
+
+
+@asynccontextmanager
+async def _open_accounts(context: AppContext) -> AsyncIterator[None]:
+    """The store (migrated), the authenticator and the meter, with their own small thread pool."""
+    settings = context.settings
+    owned = context.database is None
+    database = context.database or Database(settings.resolved_database_url)
+    pool = ThreadPoolExecutor(4, thread_name_prefix="clipserve-db")
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(pool, database.migrate)
+    accounts = AccountStore(database)
+    ledger = LedgerStore(
+        database, timeouts=LedgerTimeouts(settings.credit_hold_s, settings.idempotency_ttl_s)
+    )
+    context.database, context.accounts, context.ledger = database, accounts, ledger
+    context.authenticator = Authenticator(accounts, pool, settings.auth)
+    context.meter = Meter(
+        ledger,
+        PriceTable(
+            settings.price_per_1k_images, settings.price_per_1m_tokens, settings.charge_cached_prompts
+        ),
+        RateLimitDefaults(settings.rate_limit_requests_per_minute, settings.rate_limit_images_per_minute),
+        pool,
+    )
+    required = await context.authenticator.auth_required()
+    logger.info(
+        "accounts database %s; authentication %s",
+        database.display_url,
+        "required" if required else f"OFF (--auth {settings.auth}; no API key exists yet)",
+    )
+    purging = asyncio.create_task(_purge_expired_periodically(ledger, pool))
+    try:
+        yield
+    finally:
+        purging.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await purging
+        pool.shutdown(wait=True)
+        if owned:
+            database.close()
+
+
+async def _purge_expired_periodically(ledger: LedgerStore, pool: ThreadPoolExecutor) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            await loop.run_in_executor(pool, ledger.purge_expired)
+        except SQLAlchemyError:
+            logger.exception("could not purge expired holds and idempotency records; will retry")
+        await asyncio.sleep(PURGE_INTERVAL_S)
 
 
 @asynccontextmanager

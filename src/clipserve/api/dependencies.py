@@ -12,11 +12,16 @@ from clipserve.config import Settings
 from clipserve.errors import ServiceUnavailableError
 from clipserve.metrics import ServiceMetrics
 from clipserve.runtime.model import ClipRuntime
+from clipserve.service.auth import Authenticator
 from clipserve.service.classify import ClassificationService
 from clipserve.service.embeddings import EmbeddingService
 from clipserve.service.encoder_queues import EncoderQueues
 from clipserve.service.inputs import InputLimits
+from clipserve.service.metering import Meter
 from clipserve.service.rank import RankService
+from clipserve.store.accounts import AccountStore
+from clipserve.store.database import Database
+from clipserve.store.ledger import LedgerStore
 
 ServiceT = TypeVar("ServiceT")
 
@@ -34,6 +39,11 @@ class AppContext:
     classification: ClassificationService | None = None
     ranking: RankService | None = None
     compute_pool: ThreadPoolExecutor | None = None
+    database: Database | None = None
+    accounts: AccountStore | None = None
+    ledger: LedgerStore | None = None
+    authenticator: Authenticator | None = None
+    meter: Meter | None = None
     ready: bool = False
     started_at: int = field(default=0)
 
@@ -59,3 +69,11 @@ def get_classification_service(request: Request) -> ClassificationService:
 
 def get_rank_service(request: Request) -> RankService:
     return _started(get_context(request).ranking)
+
+
+def get_accounts(request: Request) -> AccountStore:
+    return _started(get_context(request).accounts)
+
+
+def get_ledger(request: Request) -> LedgerStore:
+    return _started(get_context(request).ledger)

@@ -51,6 +51,9 @@ class RequestContextMiddleware:
                 out["x-total-time-ms"] = f"{(time.perf_counter() - started) * 1000:.1f}"
                 for name, value in self.extra_headers:
                     out[name] = value
+                # set by the route, e.g. the x-ratelimit-* headers, which go on errors too
+                for name, value in scope["state"].get("response_headers", {}).items():
+                    out[name] = value
             await send(message)
 
         try:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Response
+from fastapi import APIRouter, Body, Depends, Request, Response
 
+from clipserve.api.auth import CallerDep
 from clipserve.api.bodies import validate_body
 from clipserve.api.dependencies import AppContext, get_classification_service, get_context
 from clipserve.api.headers import timing_headers
+from clipserve.api.metering import Answer, metered_response
 from clipserve.api.protocol import (
     Classification,
     ClassifyRequest,
@@ -23,6 +25,7 @@ from clipserve.errors import InvalidRequestError
 from clipserve.service.classify import ClassificationService, ClassifyQuery, ClassifyResult
 from clipserve.service.inputs import InputLimits, parse_image_items, parse_items
 from clipserve.service.model_names import resolve_model_name
+from clipserve.service.pricing import Usage
 from clipserve.service.templates import HF_DEFAULT_TEMPLATE
 
 router = APIRouter(tags=["classification"])
@@ -47,19 +50,41 @@ _BODY_SCHEMAS = {
 @router.post(
     "/v1/classify",
     response_model=ClassifyResponse,
-    responses={400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+    responses={code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 429, 503)},
     openapi_extra=_BODY_SCHEMAS,
 )
 async def classify(
     body: Annotated[dict[str, Any], Body()],
+    request: Request,
+    caller: CallerDep,
     context: Annotated[AppContext, Depends(get_context)],
     service: Annotated[ClassificationService, Depends(get_classification_service)],
 ) -> Response:
     if "inputs" in body:
-        return await _classify_hf(validate_body(HFClassifyRequest, body), context.input_limits, service)
-    request = validate_body(ClassifyRequest, body)
-    model = resolve_model_name(request.model)
-    result = await service.classify(_query(request, context.input_limits))
+        hf_request = validate_body(HFClassifyRequest, body)
+        query = _hf_query(hf_request, context.input_limits)
+        render = _render_hf
+    else:
+        jina_request = validate_body(ClassifyRequest, body)
+        model = resolve_model_name(jina_request.model)
+        query = _query(jina_request, context.input_limits)
+
+        def render(result: ClassifyResult) -> str:
+            return _render(result, model)
+
+    async def produce() -> Answer:
+        result = await service.classify(query)
+        usage = Usage(
+            images=result.image_count,
+            tokens=result.prompt_tokens + result.cached_tokens,
+            cached_tokens=result.cached_tokens,
+        )
+        return Answer(render(result), usage, timing_headers(result.timings))
+
+    return await metered_response(request, caller, service.usage_bound(query), produce)
+
+
+def _render(result: ClassifyResult, model: str) -> str:
     response = ClassifyResponse(
         data=[
             Classification(
@@ -78,7 +103,7 @@ async def classify(
             image_count=result.image_count,
         ),
     )
-    return _json(response.model_dump_json(), result)
+    return response.model_dump_json()
 
 
 def _query(request: ClassifyRequest, limits: InputLimits) -> ClassifyQuery:
@@ -97,26 +122,20 @@ def _query(request: ClassifyRequest, limits: InputLimits) -> ClassifyQuery:
     )
 
 
-async def _classify_hf(
-    request: HFClassifyRequest, limits: InputLimits, service: ClassificationService
-) -> Response:
+def _hf_query(request: HFClassifyRequest, limits: InputLimits) -> ClassifyQuery:
     labels = request.parameters.candidate_labels
     if isinstance(labels, str):  # the HF widget sends "cat, dog"
         labels = [label.strip() for label in labels.split(",") if label.strip()]
-    images = parse_image_items(request.inputs, "inputs", limits)
-    result = await service.classify(
-        ClassifyQuery(
-            images=images,
-            labels=labels,
-            template=request.parameters.hypothesis_template,
-            default_template=HF_DEFAULT_TEMPLATE,
-        )
+    return ClassifyQuery(
+        images=parse_image_items(request.inputs, "inputs", limits),
+        labels=labels,
+        template=request.parameters.hypothesis_template,
+        default_template=HF_DEFAULT_TEMPLATE,
     )
+
+
+def _render_hf(result: ClassifyResult) -> str:
     ranked = [[{"label": p.label, "score": p.score} for p in image] for image in result.predictions]
     # One image (what HF clients send): a flat list, as the transformers pipeline returns; several: one list each.
     payload: object = ranked[0] if len(ranked) == 1 else ranked
-    return _json(json.dumps(payload), result)
-
-
-def _json(content: str, result: ClassifyResult) -> Response:
-    return Response(content, media_type="application/json", headers=timing_headers(result.timings))
+    return json.dumps(payload)

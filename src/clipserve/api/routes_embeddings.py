@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 
+from clipserve.api.auth import CallerDep
 from clipserve.api.dependencies import AppContext, get_context, get_embedding_service
 from clipserve.api.headers import timing_headers
+from clipserve.api.metering import Answer, metered_response
 from clipserve.api.protocol import (
     EmbeddingData,
     EmbeddingRequest,
@@ -19,35 +21,43 @@ from clipserve.service.embeddings import EmbeddingService
 from clipserve.service.encoding import encode_vector
 from clipserve.service.inputs import parse_request_items
 from clipserve.service.model_names import resolve_model_name
+from clipserve.service.pricing import Usage, usage_bound
 
 router = APIRouter(tags=["embeddings"])
 
 _ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorResponse} for code in (400, 404, 413, 503)
+    code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 413, 429, 503)
 }
 
 
 @router.post("/v1/embeddings", response_model=EmbeddingResponse, responses=_ERRORS)
 async def create_embeddings(
     body: EmbeddingRequest,
+    request: Request,
+    caller: CallerDep,
     context: Annotated[AppContext, Depends(get_context)],
     service: Annotated[EmbeddingService, Depends(get_embedding_service)],
 ) -> Response:
     model = resolve_model_name(body.model)
     service.check_dimensions(body.dimensions)
     items = parse_request_items(body.input, body.messages, context.input_limits)
-    result = await service.embed(items)
-    context.metrics.decode_seconds.observe(result.timings.decode_s)
-    response = EmbeddingResponse(
-        data=[
-            EmbeddingData(index=i, embedding=encode_vector(vector, body.encoding_format))
-            for i, vector in enumerate(result.vectors)
-        ],
-        model=model,
-        usage=EmbeddingUsage(
-            prompt_tokens=result.text_tokens, total_tokens=result.text_tokens, image_count=result.image_count
-        ),
-    )
-    return Response(
-        response.model_dump_json(), media_type="application/json", headers=timing_headers(result.timings)
-    )
+
+    async def produce() -> Answer:
+        result = await service.embed(items)
+        context.metrics.decode_seconds.observe(result.timings.decode_s)
+        response = EmbeddingResponse(
+            data=[
+                EmbeddingData(index=i, embedding=encode_vector(vector, body.encoding_format))
+                for i, vector in enumerate(result.vectors)
+            ],
+            model=model,
+            usage=EmbeddingUsage(
+                prompt_tokens=result.text_tokens,
+                total_tokens=result.text_tokens,
+                image_count=result.image_count,
+            ),
+        )
+        usage = Usage(images=result.image_count, tokens=result.text_tokens)
+        return Answer(response.model_dump_json(), usage, timing_headers(result.timings))
+
+    return await metered_response(request, caller, usage_bound(items), produce)

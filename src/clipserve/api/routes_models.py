@@ -7,12 +7,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
+from clipserve.api.auth import get_caller
 from clipserve.api.dependencies import AppContext, get_context
 from clipserve.api.protocol import ModelCard, ModelList
 from clipserve.model_card import HUB_ID, MODEL_ALIASES, MODEL_FACTS
 from clipserve.service.model_names import resolve_model_name
 
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], dependencies=[Depends(get_caller)])
 
 
 def _card(context: AppContext) -> ModelCard:

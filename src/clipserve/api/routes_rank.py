@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 
+from clipserve.api.auth import CallerDep
 from clipserve.api.dependencies import AppContext, get_context, get_rank_service
 from clipserve.api.headers import timing_headers
+from clipserve.api.metering import Answer, metered_response
 from clipserve.api.protocol import ErrorResponse, RankRequest, RankResponse, RankResult, RankUsage
 from clipserve.service.inputs import parse_item, parse_items
 from clipserve.service.model_names import resolve_model_name
+from clipserve.service.pricing import Usage, usage_bound
 from clipserve.service.rank import RankService
 
 router = APIRouter(tags=["ranking"])
@@ -19,36 +22,41 @@ router = APIRouter(tags=["ranking"])
 @router.post(
     "/v1/rank",
     response_model=RankResponse,
-    responses={400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+    responses={code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 429, 503)},
 )
 async def rank(
     body: RankRequest,
+    request: Request,
+    caller: CallerDep,
     context: Annotated[AppContext, Depends(get_context)],
     service: Annotated[RankService, Depends(get_rank_service)],
 ) -> Response:
     model = resolve_model_name(body.model)
     query = parse_item(body.query, "query", context.input_limits)
     documents = parse_items(body.documents, "documents", context.input_limits)
-    result = await service.rank(query, documents, body.top_n)
-    response = RankResponse(
-        model=model,
-        results=[
-            RankResult(
-                index=r.index,
-                relevance_score=r.relevance_score,
-                document=_document(body.documents[r.index]) if body.return_documents else None,
-            )
-            for r in result.results
-        ],
-        usage=RankUsage(
-            prompt_tokens=result.text_tokens, total_tokens=result.text_tokens, image_count=result.image_count
-        ),
-    )
-    return Response(
-        response.model_dump_json(exclude_none=True),
-        media_type="application/json",
-        headers=timing_headers(result.timings),
-    )
+
+    async def produce() -> Answer:
+        result = await service.rank(query, documents, body.top_n)
+        response = RankResponse(
+            model=model,
+            results=[
+                RankResult(
+                    index=r.index,
+                    relevance_score=r.relevance_score,
+                    document=_document(body.documents[r.index]) if body.return_documents else None,
+                )
+                for r in result.results
+            ],
+            usage=RankUsage(
+                prompt_tokens=result.text_tokens,
+                total_tokens=result.text_tokens,
+                image_count=result.image_count,
+            ),
+        )
+        usage = Usage(images=result.image_count, tokens=result.text_tokens)
+        return Answer(response.model_dump_json(exclude_none=True), usage, timing_headers(result.timings))
+
+    return await metered_response(request, caller, usage_bound([query, *documents]), produce)
 
 
 def _document(raw: object) -> object:

@@ -10,6 +10,7 @@ import numpy as np
 from clipserve.errors import InvalidRequestError
 from clipserve.service.embeddings import EmbeddingService, RequestTimings
 from clipserve.service.inputs import ImageItem, InputItem
+from clipserve.service.pricing import Usage, text_token_bound
 from clipserve.service.prompts import PromptEncoder
 from clipserve.service.templates import DEFAULT_TEMPLATE, prompts_for, template_set
 
@@ -97,7 +98,8 @@ class ClassificationService:
         if query.top_k is not None and query.top_k < 1:
             raise InvalidRequestError("top_k must be at least 1", param="top_k")
 
-    async def classify(self, query: ClassifyQuery) -> ClassifyResult:
+    def prompts(self, query: ClassifyQuery) -> list[str]:
+        """The prompts a valid query encodes (labels x templates); raises for an invalid query."""
         self._validate(query)
         makers = template_set(query.template, default=query.default_template)
         if len(makers) * len(query.labels) > self._limits.max_prompts:
@@ -106,9 +108,18 @@ class ClassificationService:
                 f"the limit is {self._limits.max_prompts}",
                 param="labels",
             )
+        return prompts_for(query.labels, makers)
+
+    def usage_bound(self, query: ClassifyQuery) -> Usage:
+        """The most the query can cost, before any work."""
+        tokens = sum(text_token_bound(prompt) for prompt in self.prompts(query))
+        return Usage(images=len(query.images), tokens=tokens)
+
+    async def classify(self, query: ClassifyQuery) -> ClassifyResult:
+        prompt_texts = self.prompts(query)
         # Prompts and images go to their queues at once: image decoding overlaps prompt encoding.
         prompts, images = await asyncio.gather(
-            self._prompts.encode(prompts_for(query.labels, makers)), self._embeddings.embed(query.images)
+            self._prompts.encode(prompt_texts), self._embeddings.embed(query.images)
         )
         classifier = build_classifier(prompts.vectors, len(query.labels))
         scores = label_scores(images.vectors, classifier, self._logit_scale, query.multi_label)

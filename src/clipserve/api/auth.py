@@ -1,0 +1,36 @@
+"""Route dependencies for who is calling: any valid key (or local mode), or an admin key."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from clipserve.api.dependencies import get_context
+from clipserve.errors import ServiceUnavailableError
+from clipserve.service.auth import Authenticator, Caller
+
+
+def get_authenticator(request: Request) -> Authenticator:
+    authenticator = get_context(request).authenticator
+    if authenticator is None:
+        raise ServiceUnavailableError("the service is starting up; retry shortly")
+    return authenticator
+
+
+async def get_caller(
+    request: Request, authenticator: Annotated[Authenticator, Depends(get_authenticator)]
+) -> Caller:
+    caller = await authenticator.authenticate(request.headers.get("authorization"))
+    if caller.key is not None:
+        request.state.key_prefix = caller.key.prefix  # for logs: the non-secret part only
+    return caller
+
+
+async def get_admin(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+    Authenticator.require_admin(caller)
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+AdminDep = Annotated[Caller, Depends(get_admin)]

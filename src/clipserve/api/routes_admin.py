@@ -1,0 +1,148 @@
+"""Admin routes (admin keys only): accounts, keys, credit grants, usage and billing for everyone."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Annotated, TypeVar
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from clipserve.api.account_views import account_info, key_info, usage_range, usage_response
+from clipserve.api.auth import get_admin
+from clipserve.api.dependencies import get_accounts, get_context, get_ledger
+from clipserve.api.protocol import ErrorResponse
+from clipserve.api.protocol_accounts import (
+    AccountInfo,
+    AccountList,
+    BillingLineItem,
+    BillingUsage,
+    CreateAccountRequest,
+    CreateKeyRequest,
+    DailyCost,
+    GrantRequest,
+    KeyInfo,
+    KeyList,
+    NewKeyResponse,
+    UsageResponse,
+)
+from clipserve.errors import InvalidRequestError
+from clipserve.service.pricing import dollars_to_micros
+from clipserve.store.accounts import AccountStore
+from clipserve.store.ledger import LedgerStore
+from clipserve.store.records import KeyOptions
+
+T = TypeVar("T")
+router = APIRouter(
+    tags=["admin"],
+    dependencies=[Depends(get_admin)],
+    responses={code: {"model": ErrorResponse} for code in (400, 401, 403, 404)},
+)
+AccountsDep = Annotated[AccountStore, Depends(get_accounts)]
+
+
+async def _run(request: Request, call: Callable[[], T]) -> T:
+    meter = get_context(request).meter
+    assert meter is not None
+    return await meter.run(call)
+
+
+def _micros(dollars: object, param: str) -> int:
+    try:
+        return dollars_to_micros(str(dollars))
+    except ValueError as exc:
+        raise InvalidRequestError(str(exc), param=param) from exc
+
+
+@router.get("/v1/admin/accounts", response_model=AccountList)
+async def list_accounts(request: Request, accounts: AccountsDep) -> AccountList:
+    return AccountList(data=[account_info(a) for a in await _run(request, accounts.list_accounts)])
+
+
+@router.post("/v1/admin/accounts", response_model=AccountInfo)
+async def create_account(body: CreateAccountRequest, request: Request, accounts: AccountsDep) -> AccountInfo:
+    credit = _micros(body.credit, "credit")
+    return account_info(await _run(request, lambda: accounts.create_account(body.name, credit)))
+
+
+@router.post("/v1/admin/accounts/{account_id}/grants", response_model=AccountInfo)
+async def grant_credit(
+    account_id: int, body: GrantRequest, request: Request, accounts: AccountsDep
+) -> AccountInfo:
+    credit = _micros(body.credit, "credit")
+    return account_info(await _run(request, lambda: accounts.grant(account_id, credit, body.note)))
+
+
+@router.get("/v1/admin/keys", response_model=KeyList)
+async def list_keys(
+    request: Request, accounts: AccountsDep, account_id: Annotated[int | None, Query()] = None
+) -> KeyList:
+    keys = await _run(request, lambda: accounts.list_keys(account_id))
+    now = accounts.clock()
+    return KeyList(data=[key_info(key, now) for key in keys])
+
+
+@router.post("/v1/admin/keys", response_model=NewKeyResponse)
+async def create_key(body: CreateKeyRequest, request: Request, accounts: AccountsDep) -> NewKeyResponse:
+    credit = _micros(body.credit, "credit")
+    options = KeyOptions(
+        is_admin=body.admin,
+        expires_at=accounts.clock() + timedelta(days=body.expires_in_days) if body.expires_in_days else None,
+        requests_per_minute=body.requests_per_minute,
+        images_per_minute=body.images_per_minute,
+    )
+    account_id = body.account_id
+    if account_id is None:
+        account, key, plaintext = await _run(
+            request, lambda: accounts.open_account(body.name, credit, options)
+        )
+    else:
+        if credit:
+            await _run(request, lambda: accounts.grant(account_id, credit, "credit with a new key"))
+        key, plaintext = await _run(request, lambda: accounts.create_key(account_id, body.name, options))
+        account = await _run(request, lambda: accounts.get_account(account_id))
+    return NewKeyResponse(
+        key=plaintext, key_info=key_info(key, accounts.clock()), account=account_info(account)
+    )
+
+
+@router.delete("/v1/admin/keys/{key_id}", response_model=KeyInfo)
+async def revoke_key(key_id: int, request: Request, accounts: AccountsDep) -> KeyInfo:
+    key = await _run(request, lambda: accounts.revoke_key(key_id))
+    return key_info(key, accounts.clock())
+
+
+@router.get("/v1/admin/usage", response_model=UsageResponse)
+async def usage_for_anyone(
+    request: Request,
+    ledger: Annotated[LedgerStore, Depends(get_ledger)],
+    account_id: Annotated[int | None, Query(description="One account (default: all).")] = None,
+    start_date: Annotated[date | None, Query()] = None,
+    end_date: Annotated[date | None, Query()] = None,
+) -> UsageResponse:
+    start, end = usage_range(start_date, end_date)
+    rows = await _run(request, lambda: ledger.usage(account_id, start, end))
+    return usage_response(account_id, start, end, rows)
+
+
+@router.get("/v1/dashboard/billing/usage", response_model=BillingUsage)
+async def billing_usage(
+    request: Request,
+    ledger: Annotated[LedgerStore, Depends(get_ledger)],
+    start_date: Annotated[date | None, Query()] = None,
+    end_date: Annotated[date | None, Query()] = None,
+) -> BillingUsage:
+    """All accounts' spend per day and endpoint, in cents, as OpenAI's former dashboard endpoint."""
+    start, end = usage_range(start_date, end_date)
+    rows = await _run(request, lambda: ledger.usage(None, start, end))
+    by_day: dict[date, list[BillingLineItem]] = defaultdict(list)
+    for row in rows:
+        by_day[row.day].append(BillingLineItem(name=row.endpoint, cost=row.cost_micros / 10_000))
+    return BillingUsage(
+        daily_costs=[
+            DailyCost(timestamp=int(datetime.combine(day, time(), UTC).timestamp()), line_items=items)
+            for day, items in sorted(by_day.items())
+        ],
+        total_usage=sum(row.cost_micros for row in rows) / 10_000,
+    )

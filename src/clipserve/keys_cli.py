@@ -1,0 +1,200 @@
+"""`clipserve keys ...`: accounts, keys and credit from the command line, on the server's own database
+(safe while the server runs: SQLite in WAL mode, or the shared Postgres)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from clipserve.config import Settings
+from clipserve.errors import ClipserveError
+from clipserve.service.api_keys import display_prefix
+from clipserve.service.pricing import dollars_to_micros, micros_to_dollars
+from clipserve.store.accounts import AccountStore
+from clipserve.store.database import Database
+from clipserve.store.ledger import LedgerStore
+from clipserve.store.records import KeyOptions, KeyRecord
+
+STORE_SETTINGS = ("data_dir", "database_url", "log_level")
+Handler = Callable[[AccountStore, LedgerStore, argparse.Namespace], int]
+
+
+def add_keys_commands(
+    commands: Any, add_settings: Callable[[argparse.ArgumentParser, tuple[str, ...]], None]
+) -> None:
+    keys = commands.add_parser(
+        "keys", help="create, list, revoke API keys; grant credit; usage and ledger audit",
+        description=__doc__,
+    )  # fmt: skip
+    actions = keys.add_subparsers(dest="keys_command", required=True)
+
+    create = actions.add_parser("create", help="create a key (and its account); prints the key once")
+    create.add_argument("--name", required=True, help="name of the key (and of the new account)")
+    create.add_argument("--credit", type=_dollars, default=Decimal(0), help="dollars of credit to grant")
+    create.add_argument("--account", type=int, help="add the key to this existing account id")
+    create.add_argument("--admin", action="store_true", help="the key may use the admin routes")
+    create.add_argument("--expires-in-days", type=float, help="the key stops working after this many days")
+    create.add_argument("--requests-per-minute", type=int, help="this key's limit (0: unlimited)")
+    create.add_argument("--images-per-minute", type=int, help="this key's limit (0: unlimited)")
+    create.set_defaults(keys_handler=_create)
+
+    listing = actions.add_parser("list", help="list keys (never the secrets) with their accounts' balances")
+    listing.add_argument("--account", type=int, help="only this account's keys")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(keys_handler=_list)
+
+    revoke = actions.add_parser("revoke", help="revoke a key at once")
+    revoke.add_argument("key", help="key id (from `keys list`) or its label sk-clip-XXXXXXXXXXXX...")
+    revoke.set_defaults(keys_handler=_revoke)
+
+    grant = actions.add_parser("grant", help="add credit to an account (negative to remove)")
+    grant.add_argument("--account", type=int, required=True, help="account id")
+    grant.add_argument("--credit", type=_dollars, required=True, help="dollars")
+    grant.add_argument("--note", help="why (kept in the ledger)")
+    grant.set_defaults(keys_handler=_grant)
+
+    usage = actions.add_parser("usage", help="spend per day and endpoint")
+    usage.add_argument("--account", type=int, help="one account (default: all)")
+    usage.add_argument("--days", type=int, default=30, help="how many days back (default 30)")
+    usage.set_defaults(keys_handler=_usage)
+
+    audit = actions.add_parser("audit", help="check balance == grants - charges for every account")
+    audit.set_defaults(keys_handler=_audit)
+
+    for parser in (create, listing, revoke, grant, usage, audit):
+        add_settings(parser, STORE_SETTINGS)
+        parser.set_defaults(handler=run_keys)
+
+
+def run_keys(settings: Settings, args: argparse.Namespace) -> int:
+    database = Database(settings.resolved_database_url)
+    try:
+        database.migrate()
+        handler: Handler = args.keys_handler
+        return handler(AccountStore(database), LedgerStore(database), args)
+    except ClipserveError as exc:
+        print(f"clipserve: error: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        database.close()
+
+
+def _dollars(value: str) -> Decimal:
+    try:
+        dollars_to_micros(value)
+        return Decimal(value)
+    except (InvalidOperation, ValueError) as exc:
+        raise argparse.ArgumentTypeError(f"not an amount of dollars: {value!r}") from exc
+
+
+def _create(accounts: AccountStore, _ledger: LedgerStore, args: argparse.Namespace) -> int:
+    options = KeyOptions(
+        is_admin=args.admin,
+        expires_at=accounts.clock() + timedelta(days=args.expires_in_days) if args.expires_in_days else None,
+        requests_per_minute=args.requests_per_minute,
+        images_per_minute=args.images_per_minute,
+    )
+    credit = dollars_to_micros(args.credit)
+    if args.account is None:
+        account, key, plaintext = accounts.open_account(args.name, credit, options)
+    else:
+        if credit:
+            accounts.grant(args.account, credit, "credit with a new key")
+        key, plaintext = accounts.create_key(args.account, args.name, options)
+        account = accounts.get_account(args.account)
+    print(plaintext)  # the only time the key is ever shown
+    print(
+        f"key {key.id} ({display_prefix(key.prefix)}{', admin' if key.is_admin else ''}) for account "
+        f"{account.id} '{account.name}', balance ${micros_to_dollars(account.balance_micros)}. "
+        "Store the key now: it cannot be shown again.",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _key_status(key: KeyRecord, now: datetime) -> str:
+    if key.revoked_at is not None:
+        return "revoked"
+    return "active" if key.usable_at(now) else "expired"
+
+
+def _list(accounts: AccountStore, _ledger: LedgerStore, args: argparse.Namespace) -> int:
+    now = accounts.clock()
+    balances = {a.id: a for a in accounts.list_accounts()}
+    rows = [
+        {
+            "key_id": key.id,
+            "label": display_prefix(key.prefix),
+            "name": key.name,
+            "account_id": key.account_id,
+            "account": balances[key.account_id].name,
+            "balance": str(micros_to_dollars(balances[key.account_id].balance_micros)),
+            "admin": key.is_admin,
+            "status": _key_status(key, now),
+            "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+        }
+        for key in accounts.list_keys(args.account)
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'id':>4}  {'label':<25} {'status':<8} {'admin':<5} {'account':>7}  {'balance $':>12}  name")
+    for row in rows:
+        print(
+            f"{row['key_id']:>4}  {row['label']:<25} {row['status']:<8} {'yes' if row['admin'] else '':<5} "
+            f"{row['account_id']:>7}  {row['balance']:>12}  {row['name']}"
+        )
+    return 0
+
+
+def _revoke(accounts: AccountStore, _ledger: LedgerStore, args: argparse.Namespace) -> int:
+    target: str = args.key
+    if target.isdigit():
+        key_id = int(target)
+    else:
+        prefix = target.removeprefix("sk-clip-").rstrip(".")[:12]
+        found = accounts.find_key(prefix)
+        if found is None:
+            print(f"clipserve: error: no key labelled {target}", file=sys.stderr)
+            return 1
+        key_id = found.id
+    key = accounts.revoke_key(key_id)
+    print(f"revoked key {key.id} ({display_prefix(key.prefix)})", file=sys.stderr)
+    return 0
+
+
+def _grant(accounts: AccountStore, _ledger: LedgerStore, args: argparse.Namespace) -> int:
+    account = accounts.grant(args.account, dollars_to_micros(args.credit), args.note)
+    print(f"account {account.id} '{account.name}': balance ${micros_to_dollars(account.balance_micros)}")
+    return 0
+
+
+def _usage(_accounts: AccountStore, ledger: LedgerStore, args: argparse.Namespace) -> int:
+    end = datetime.now(UTC).date()
+    start: date = end - timedelta(days=max(1, args.days) - 1)
+    rows = ledger.usage(args.account, start, end)
+    print(f"{'date':<10}  {'endpoint':<22} {'requests':>9} {'images':>9} {'tokens':>10} {'cost $':>12}")
+    for row in rows:
+        print(
+            f"{row.day.isoformat():<10}  {row.endpoint:<22} {row.requests:>9} {row.images:>9} {row.tokens:>10} "
+            f"{micros_to_dollars(row.cost_micros):>12}"
+        )
+    total = sum(row.cost_micros for row in rows)
+    print(f"total ${micros_to_dollars(total)} from {start} to {end}")
+    return 0
+
+
+def _audit(accounts: AccountStore, ledger: LedgerStore, _args: argparse.Namespace) -> int:
+    bad = 0
+    for account in accounts.list_accounts():
+        audit = ledger.audit(account.id)
+        if not audit.consistent:
+            bad += 1
+            print(f"account {account.id}: INCONSISTENT {audit}")
+    print(f"{len(accounts.list_accounts())} accounts checked, {bad} inconsistent")
+    return 1 if bad else 0

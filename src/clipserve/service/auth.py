@@ -1,0 +1,132 @@
+"""Who is calling: a Bearer key checked against the store, or nobody when auth is off (local mode)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+from clipserve.errors import AuthenticationError, PermissionDeniedError
+from clipserve.service.api_keys import secret_matches, split_key
+from clipserve.store.accounts import AccountStore
+from clipserve.store.records import KeyRecord
+
+logger = logging.getLogger(__name__)
+
+AuthMode = Literal["auto", "on", "off"]
+T = TypeVar("T")
+# While auth is off in auto mode, how often to look whether a first key has been created.
+_KEY_CHECK_INTERVAL_S = 2.0
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated key (and its account), or the anonymous local caller when auth is off."""
+
+    key: KeyRecord | None
+
+    @property
+    def is_local(self) -> bool:
+        return self.key is None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.key is not None and self.key.is_admin
+
+
+LOCAL_CALLER = Caller(key=None)
+
+
+class Authenticator:
+    def __init__(
+        self,
+        accounts: AccountStore,
+        executor: Executor,
+        mode: AuthMode,
+        compare: Callable[[bytes, bytes], bool] | None = None,
+    ) -> None:
+        self._accounts = accounts
+        self._executor = executor
+        self._mode = mode
+        self._compare = compare
+        self._keys_exist = False
+        self._checked_at = float("-inf")
+
+    async def auth_required(self) -> bool:
+        """on: always; off: never; auto: once any usable key exists (and from then on, without re-checking)."""
+        if self._mode != "auto":
+            return self._mode == "on"
+        if not self._keys_exist and time.monotonic() - self._checked_at >= _KEY_CHECK_INTERVAL_S:
+            self._checked_at = time.monotonic()
+            found = await self._run(self._accounts.has_usable_keys)
+            if found:
+                logger.info("an API key exists: authentication is now required")
+            self._keys_exist = found
+        return self._keys_exist
+
+    async def authenticate(self, authorization: str | None) -> Caller:
+        if not await self.auth_required():
+            return LOCAL_CALLER
+        if not authorization:
+            raise AuthenticationError(
+                "You didn't provide an API key. Send it as 'Authorization: Bearer sk-clip-...'.",
+                code="missing_api_key",
+            )
+        scheme, _, presented = authorization.partition(" ")
+        parts = split_key(presented.strip()) if scheme.lower() == "bearer" else None
+        if parts is None:
+            raise AuthenticationError(
+                "Malformed API key. Send 'Authorization: Bearer sk-clip-...' with the key you were given."
+            )
+        prefix, secret = parts
+        record = await self._run(lambda: self._accounts.find_key(prefix))
+        # The same steps whether or not the prefix exists: hash, then a constant-time compare.
+        matched = secret_matches(record.secret_sha256 if record else None, secret, *self._compare_arg())
+        if record is None or not matched:
+            raise AuthenticationError("Incorrect API key provided.")
+        now = self._accounts.clock()
+        if record.revoked_at is not None:
+            raise AuthenticationError("This API key has been revoked.", code="api_key_revoked")
+        if record.expires_at is not None and record.expires_at <= now:
+            raise AuthenticationError("This API key has expired.", code="api_key_expired")
+        return Caller(key=record)
+
+    @staticmethod
+    def require_admin(caller: Caller) -> None:
+        if not caller.is_admin:
+            raise PermissionDeniedError(
+                "this route needs an admin key (create one with `clipserve keys create --admin`)"
+            )
+
+    def _compare_arg(self) -> tuple[Callable[[bytes, bytes], bool], ...]:
+        return (self._compare,) if self._compare is not None else ()
+
+    async def _run(self, call: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_problem(mode: AuthMode, keys_exist: bool, host: str, allow_unauthenticated: bool) -> str | None:
+    """Why serving with these settings would be unsafe, or None. Auth off is fine on loopback only."""
+    auth_on = mode == "on" or (mode == "auto" and keys_exist)
+    if auth_on or is_loopback(host) or allow_unauthenticated:
+        return None
+    why = "--auth off" if mode == "off" else "no API key exists yet (--auth auto)"
+    return (
+        f"refusing to serve on {host} without authentication: {why}. Create a key with "
+        "`clipserve keys create --name NAME --credit DOLLARS` (or --auth on), bind to 127.0.0.1, or pass "
+        "--allow-unauthenticated if this network is trusted."
+    )

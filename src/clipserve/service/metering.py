@@ -1,0 +1,131 @@
+"""Price, admit and charge a request exactly once: the bridge between the endpoints and the ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from clipserve.service.auth import Caller
+from clipserve.service.pricing import PriceTable, Usage
+from clipserve.service.rate_limits import LimitCheck, format_duration
+from clipserve.store.ledger import AdmissionRequest, Admitted, Charge, LedgerStore, StoredResponse
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RateLimitDefaults:
+    requests_per_minute: int | None
+    images_per_minute: int | None
+
+
+def rate_limit_headers(requests: LimitCheck, images: LimitCheck) -> dict[str, str]:
+    """OpenAI's x-ratelimit-* headers, for requests and (our second unit) images."""
+    headers: dict[str, str] = {}
+    for name, outcome in (("requests", requests), ("images", images)):
+        if outcome.limit is None:
+            continue
+        headers[f"x-ratelimit-limit-{name}"] = str(outcome.limit)
+        headers[f"x-ratelimit-remaining-{name}"] = str(outcome.remaining)
+        headers[f"x-ratelimit-reset-{name}"] = format_duration(outcome.reset_s)
+    return headers
+
+
+@dataclass
+class MeteredRequest:
+    """One admitted request: settle it when it succeeded, release it when it failed."""
+
+    meter: Meter
+    caller: Caller
+    charge_id: str
+    request_id: str
+    endpoint: str
+    idempotency_key: str | None
+    admitted: Admitted
+    done: bool = field(default=False)
+
+    @property
+    def replay(self) -> StoredResponse | None:
+        return self.admitted.replay
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return rate_limit_headers(self.admitted.requests, self.admitted.images)
+
+    async def settle(self, usage: Usage, response: StoredResponse) -> int:
+        """Charge the exact cost (and store the answer for the Idempotency-Key); returns the cost."""
+        assert self.caller.key is not None
+        cost = self.meter.prices.cost_micros(usage)
+        charge = Charge(
+            charge_id=self.charge_id,
+            request_id=self.request_id,
+            account_id=self.caller.key.account_id,
+            key_id=self.caller.key.id,
+            endpoint=self.endpoint,
+            images=usage.images,
+            tokens=self.meter.prices.billable_tokens(usage),
+            cost_micros=cost,
+            idempotency_key=self.idempotency_key,
+            response=response if self.idempotency_key is not None else None,
+        )
+        await self.meter.run(lambda: self.meter.ledger.settle(charge))
+        self.done = True
+        return cost
+
+    async def release(self) -> None:
+        if self.done:
+            return
+        assert self.caller.key is not None
+        key_id = self.caller.key.id
+        self.done = True
+        await self.meter.run(lambda: self.meter.ledger.release(self.charge_id, key_id, self.idempotency_key))
+
+
+class Meter:
+    def __init__(
+        self, ledger: LedgerStore, prices: PriceTable, limits: RateLimitDefaults, executor: Executor
+    ) -> None:
+        self.ledger = ledger
+        self.prices = prices
+        self.limits = limits
+        self._executor = executor
+
+    async def admit(
+        self,
+        caller: Caller,
+        request_id: str,
+        endpoint: str,
+        bound: Usage,
+        idempotency_key: str | None = None,
+        fingerprint: str | None = None,
+    ) -> MeteredRequest:
+        """Reserve the most the request can cost and count it against the key's limits (raises if refused)."""
+        key = caller.key
+        assert key is not None, "local callers are not metered"
+        charge_id = f"chg_{uuid.uuid4().hex}"
+        admission = AdmissionRequest(
+            charge_id=charge_id,
+            account_id=key.account_id,
+            key_id=key.id,
+            estimate_micros=self.prices.cost_micros(bound),
+            images=bound.images,
+            requests_per_minute=effective_limit(key.requests_per_minute, self.limits.requests_per_minute),
+            images_per_minute=effective_limit(key.images_per_minute, self.limits.images_per_minute),
+            idempotency_key=idempotency_key,
+            fingerprint=fingerprint,
+        )
+        admitted = await self.run(lambda: self.ledger.admit(admission))
+        return MeteredRequest(self, caller, charge_id, request_id, endpoint, idempotency_key, admitted)
+
+    async def run(self, call: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+
+def effective_limit(per_key: int | None, default: int | None) -> int | None:
+    """A key's own limit wins; 0 (either place) means unlimited."""
+    value = per_key if per_key is not None else default
+    return value or None

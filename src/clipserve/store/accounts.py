@@ -1,0 +1,215 @@
+"""Accounts, their API keys and credit grants."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Connection, func, insert, select, update
+
+from clipserve.errors import NotFoundError, RateLimitExceededError
+from clipserve.service.api_keys import NewKey, generate_key
+from clipserve.store.database import Database
+from clipserve.store.records import AccountRecord, KeyOptions, KeyRecord
+from clipserve.store.schema import accounts, api_keys, ledger, signups
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class AccountStore:
+    def __init__(self, db: Database, clock: Clock = utc_now) -> None:
+        self.db = db
+        self.clock = clock
+
+    # accounts and credit
+
+    def create_account(self, name: str, credit_micros: int = 0, note: str | None = None) -> AccountRecord:
+        with self.db.write() as conn:
+            account_id = self._insert_account(conn, name)
+            if credit_micros:
+                self._grant(conn, account_id, credit_micros, note or "initial credit")
+            return self._account(conn, account_id)
+
+    def grant(self, account_id: int, micros: int, note: str | None = None) -> AccountRecord:
+        """Add (or, negative, remove) credit: one ledger row, totals updated in the same transaction."""
+        with self.db.write() as conn:
+            lock_account(conn, account_id)
+            self._grant(conn, account_id, micros, note or "grant")
+            return self._account(conn, account_id)
+
+    def get_account(self, account_id: int) -> AccountRecord:
+        with self.db.read() as conn:
+            return self._account(conn, account_id)
+
+    def list_accounts(self) -> list[AccountRecord]:
+        with self.db.read() as conn:
+            rows = conn.execute(select(accounts).order_by(accounts.c.id)).mappings()
+            return [AccountRecord(**row) for row in rows]
+
+    def open_account(
+        self, name: str, credit_micros: int, options: KeyOptions | None = None
+    ) -> tuple[AccountRecord, KeyRecord, str]:
+        """A new account with its first key (and credit), in one transaction."""
+        with self.db.write() as conn:
+            account_id = self._insert_account(conn, name)
+            if credit_micros:
+                self._grant(conn, account_id, credit_micros, "initial credit")
+            new = generate_key()
+            key_id = self._insert_key(conn, account_id, new, name, options or KeyOptions())
+            return self._account(conn, account_id), self._key(conn, key_id), new.plaintext
+
+    # keys
+
+    def create_key(
+        self, account_id: int, name: str, options: KeyOptions | None = None
+    ) -> tuple[KeyRecord, str]:
+        """A new key for the account: (record, plaintext). The plaintext exists only in this return value."""
+        with self.db.write() as conn:
+            self._account(conn, account_id)
+            new = generate_key()
+            key_id = self._insert_key(conn, account_id, new, name, options or KeyOptions())
+            return self._key(conn, key_id), new.plaintext
+
+    def find_key(self, prefix: str) -> KeyRecord | None:
+        with self.db.read() as conn:
+            row = conn.execute(select(api_keys).where(api_keys.c.prefix == prefix)).mappings().first()
+            return KeyRecord(**row) if row else None
+
+    def get_key(self, key_id: int) -> KeyRecord:
+        with self.db.read() as conn:
+            return self._key(conn, key_id)
+
+    def list_keys(self, account_id: int | None = None) -> list[KeyRecord]:
+        query = select(api_keys).order_by(api_keys.c.id)
+        if account_id is not None:
+            query = query.where(api_keys.c.account_id == account_id)
+        with self.db.read() as conn:
+            return [KeyRecord(**row) for row in conn.execute(query).mappings()]
+
+    def revoke_key(self, key_id: int) -> KeyRecord:
+        with self.db.write() as conn:
+            self._key(conn, key_id)
+            conn.execute(
+                update(api_keys)
+                .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=self.clock())
+            )
+            return self._key(conn, key_id)
+
+    def has_usable_keys(self) -> bool:
+        now = self.clock()
+        query = (
+            select(func.count())
+            .select_from(api_keys)
+            .where(
+                api_keys.c.revoked_at.is_(None),
+                (api_keys.c.expires_at.is_(None)) | (api_keys.c.expires_at > now),
+            )
+        )
+        with self.db.read() as conn:
+            return bool(conn.execute(query).scalar_one())
+
+    # open sign-up
+
+    def sign_up(
+        self,
+        address: str,
+        name: str,
+        credit_micros: int,
+        per_address_per_day: int,
+    ) -> tuple[AccountRecord, KeyRecord, str]:
+        """A new account + key with the free credit, unless this address signed up too often today."""
+        now = self.clock()
+        with self.db.write() as conn:
+            since = now - timedelta(days=1)
+            recent = conn.execute(
+                select(signups.c.created_at)
+                .where(signups.c.address == address, signups.c.created_at > since)
+                .order_by(signups.c.created_at)
+            ).scalars()
+            times = list(recent)
+            if len(times) >= per_address_per_day:
+                retry = (times[0] + timedelta(days=1) - now).total_seconds()
+                raise RateLimitExceededError(
+                    f"this address signed up {len(times)} times in the last 24 hours; the limit is "
+                    f"{per_address_per_day}", limit_name="requests", retry_after_s=max(1.0, retry),
+                )  # fmt: skip
+            account_id = self._insert_account(conn, name)
+            if credit_micros:
+                self._grant(conn, account_id, credit_micros, "sign-up credit")
+            new = generate_key()
+            key_id = self._insert_key(conn, account_id, new, name, KeyOptions())
+            conn.execute(insert(signups).values(address=address, account_id=account_id, created_at=now))
+            return self._account(conn, account_id), self._key(conn, key_id), new.plaintext
+
+    # internals (inside a transaction)
+
+    def _insert_account(self, conn: Connection, name: str) -> int:
+        result = conn.execute(
+            insert(accounts).values(
+                name=name, created_at=self.clock(), granted_micros=0, charged_micros=0, balance_micros=0
+            )
+        )
+        return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+    def _insert_key(
+        self, conn: Connection, account_id: int, new: NewKey, name: str, options: KeyOptions
+    ) -> int:
+        result = conn.execute(
+            insert(api_keys).values(
+                account_id=account_id,
+                prefix=new.prefix,
+                secret_sha256=new.secret_sha256,
+                name=name,
+                is_admin=options.is_admin,
+                created_at=self.clock(),
+                expires_at=options.expires_at,
+                requests_per_minute=options.requests_per_minute,
+                images_per_minute=options.images_per_minute,
+            )
+        )
+        return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+    def _grant(self, conn: Connection, account_id: int, micros: int, note: str) -> None:
+        now = self.clock()
+        conn.execute(
+            insert(ledger).values(
+                account_id=account_id, kind="grant", amount_micros=micros, note=note[:500],
+                images=0, tokens=0, created_at=now, day=now.date(),
+            )
+        )  # fmt: skip
+        conn.execute(
+            update(accounts)
+            .where(accounts.c.id == account_id)
+            .values(
+                granted_micros=accounts.c.granted_micros + micros,
+                balance_micros=accounts.c.balance_micros + micros,
+            )
+        )
+
+    def _account(self, conn: Connection, account_id: int) -> AccountRecord:
+        row = conn.execute(select(accounts).where(accounts.c.id == account_id)).mappings().first()
+        if row is None:
+            raise NotFoundError(f"no account with id {account_id}")
+        return AccountRecord(**row)
+
+    def _key(self, conn: Connection, key_id: int) -> KeyRecord:
+        row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).mappings().first()
+        if row is None:
+            raise NotFoundError(f"no key with id {key_id}")
+        return KeyRecord(**row)
+
+
+def lock_account(conn: Connection, account_id: int) -> int:
+    """Lock the account row until commit (Postgres: FOR UPDATE; SQLite: BEGIN IMMEDIATE already holds the
+    database's write lock). Returns the balance."""
+    row = conn.execute(
+        select(accounts.c.balance_micros).where(accounts.c.id == account_id).with_for_update()
+    ).first()
+    if row is None:
+        raise NotFoundError(f"no account with id {account_id}")
+    return int(row[0])

@@ -1,0 +1,92 @@
+"""The SQL engine: SQLite (WAL, durable commits, one writer at a time) or PostgreSQL, migrated on open."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+# Any constant: replicas starting together on one Postgres take turns migrating.
+_MIGRATION_LOCK_ID = 0x636C6970
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+class Database:
+    """One engine plus the two kinds of transaction the store needs: a write and a read."""
+
+    def __init__(self, url: str, *, pool_size: int = 8) -> None:
+        parsed = make_url(url)
+        if parsed.drivername in ("postgresql", "postgres"):
+            parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3, not the psycopg2 default
+        self.url: URL = parsed
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        if self.is_sqlite:
+            database = parsed.database or ""
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = create_engine(parsed, connect_args={"timeout": 30})
+            _configure_sqlite(self.engine)
+        else:
+            self.engine = create_engine(
+                parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+            )
+
+    @property
+    def display_url(self) -> str:
+        """The URL with any password hidden, for logs."""
+        return self.url.render_as_string(hide_password=True)
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A transaction that will write: on SQLite it takes the write lock up front (BEGIN IMMEDIATE), so two
+        writers never deadlock upgrading read locks; on Postgres rows are locked explicitly (FOR UPDATE)."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect().execution_options(clipserve_read_only=True) as conn, conn.begin():
+            yield conn
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest migration (Alembic); safe when several processes start at once."""
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with self.write() as conn:
+            if not self.is_sqlite:
+                conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves (below)
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer, nor it them
+        cursor.execute("PRAGMA synchronous=FULL")  # a commit is on disk before the HTTP answer is sent
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        read_only = conn.get_execution_options().get("clipserve_read_only", False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")

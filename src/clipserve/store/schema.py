@@ -1,0 +1,144 @@
+"""The tables, as SQLAlchemy Core. Alembic migrations create them; this module is what queries use."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    TypeDecorator,
+)
+
+metadata = MetaData()
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out, on Postgres (timestamptz) and SQLite (naive UTC text, compared as text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# Money is integer micro-dollars everywhere. The three totals are kept in the same transaction as the ledger
+# row that changes them, so balance == granted - charged == sum(ledger) at every commit.
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("granted_micros", BigInteger, nullable=False, default=0),
+    Column("charged_micros", BigInteger, nullable=False, default=0),
+    Column("balance_micros", BigInteger, nullable=False, default=0),
+)
+
+# Keys are stored as a SHA-256 of the secret part only; the prefix is not secret and finds the row.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("prefix", String(32), nullable=False, unique=True),
+    Column("secret_sha256", LargeBinary(32), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("is_admin", Boolean, nullable=False, default=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=True),
+    Column("revoked_at", UtcDateTime(), nullable=True),
+    Column("requests_per_minute", Integer, nullable=True),
+    Column("images_per_minute", Integer, nullable=True),
+)
+
+# Append-only: grants are positive, charges negative. One charge per request id (unique), so a retry of the
+# settle step can never charge twice.
+ledger = Table(
+    "ledger",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("key_id", Integer, ForeignKey("api_keys.id"), nullable=True),
+    Column("kind", String(16), nullable=False),  # grant | charge
+    Column("amount_micros", BigInteger, nullable=False),
+    Column("charge_id", String(64), nullable=True, unique=True),
+    Column("request_id", String(160), nullable=True),
+    Column("idempotency_key", String(255), nullable=True),
+    Column("endpoint", String(120), nullable=True),
+    Column("images", Integer, nullable=False, default=0),
+    Column("tokens", Integer, nullable=False, default=0),
+    Column("note", String(500), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("day", Date, nullable=False),
+    Index("ix_ledger_account_day", "account_id", "day"),
+)
+
+# Credit reserved by requests in flight: admission needs balance - live holds >= the estimate.
+holds = Table(
+    "holds",
+    metadata,
+    Column("charge_id", String(64), primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("amount_micros", BigInteger, nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
+)
+
+# Idempotency-Key records: pending while the first request runs, then the stored answer.
+idempotency = Table(
+    "idempotency",
+    metadata,
+    Column("key_id", Integer, ForeignKey("api_keys.id"), primary_key=True),
+    Column("idempotency_key", String(255), primary_key=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("charge_id", String(64), nullable=False),
+    Column("state", String(16), nullable=False),  # pending | done
+    Column("status_code", Integer, nullable=True),
+    Column("media_type", String(100), nullable=True),
+    Column("body_zlib", LargeBinary, nullable=True),
+    Column("expires_at", UtcDateTime(), nullable=False),
+)
+
+# Sliding-window rate-limit counters per key and minute; in the database so replicas share them.
+rate_windows = Table(
+    "rate_windows",
+    metadata,
+    Column("key_id", Integer, ForeignKey("api_keys.id"), primary_key=True),
+    Column("minute", BigInteger, primary_key=True),  # unix time // 60
+    Column("requests", Integer, nullable=False, default=0),
+    Column("images", Integer, nullable=False, default=0),
+)
+
+signups = Table(
+    "signups",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("address", String(64), nullable=False),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Index("ix_signups_address_created", "address", "created_at"),
+)
