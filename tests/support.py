@@ -100,3 +100,25 @@ def vectors(body: dict[str, Any]) -> np.ndarray:
         else:
             out.append(np.asarray(value, dtype=np.float32))
     return np.stack(out)
+
+
+def create_key(data_dir: Path, name: str = "user", credit: str = "1", **options: Any) -> str:
+    """An account with one key and `credit` dollars, in the app's default database; returns the key."""
+    from clipserve.service.pricing import dollars_to_micros
+    from clipserve.store.accounts import AccountStore
+    from clipserve.store.database import Database
+    from clipserve.store.records import KeyOptions
+
+    database = Database(f"sqlite:///{data_dir / 'clipserve.db'}")
+    try:
+        database.migrate()
+        _, _, plaintext = AccountStore(database).open_account(
+            name, dollars_to_micros(credit), KeyOptions(**options)
+        )
+        return plaintext
+    finally:
+        database.close()
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}

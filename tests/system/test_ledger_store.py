@@ -4,6 +4,7 @@ double-counted, under concurrency too."""
 from __future__ import annotations
 
 import itertools
+import os
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
@@ -240,3 +241,41 @@ def test_concurrent_requests_never_overdraw_and_keep_every_balance_exact(
         audit = ledger.audit(account.id)
         assert audit.consistent, audit
         assert audit.balance_micros == credits[i] - served * cost >= 0
+
+
+def test_holds_of_a_process_that_stopped_heartbeating_stop_counting(
+    database: Database, clock: FakeClock
+) -> None:
+    from clipserve.store.instances import Instance
+
+    accounts = AccountStore(database, clock)
+    crashed = LedgerStore(database, clock, LedgerTimeouts(instance_liveness_s=30), Instance(pid=os.getpid()))
+    survivor = LedgerStore(database, clock, LedgerTimeouts(instance_liveness_s=30))
+    account, key, _ = accounts.open_account("kim", 100)
+    crashed.admit(_admission(account.id, key.id, 100))
+    with pytest.raises(InsufficientQuotaError):
+        survivor.admit(_admission(account.id, key.id, 1))
+    clock.advance(31)  # `crashed` never heartbeats again
+    survivor.heartbeat()
+    survivor.admit(_admission(account.id, key.id, 100))
+
+
+def test_on_sqlite_a_dead_pid_frees_its_holds_and_idempotency_keys_at_once(
+    database: Database, clock: FakeClock
+) -> None:
+    import subprocess
+    import sys
+
+    from clipserve.store.instances import Instance
+
+    if not database.is_sqlite:
+        pytest.skip("pids only mean something on one host (SQLite)")
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # a pid that is gone
+    accounts = AccountStore(database, clock)
+    dead = LedgerStore(database, clock, instance=Instance(pid=child.pid))
+    restarted = LedgerStore(database, clock)
+    account, key, _ = accounts.open_account("lee", 100)
+    dead.admit(_admission(account.id, key.id, 100, idempotency_key="k", fingerprint="f"))
+    again = restarted.admit(_admission(account.id, key.id, 100, idempotency_key="k", fingerprint="f"))
+    assert again.replay is None  # taken over, not "still running"

@@ -119,26 +119,32 @@ async def _open_accounts(context: AppContext) -> AsyncIterator[None]:
         database.display_url,
         "required" if required else f"OFF (--auth {settings.auth}; no API key exists yet)",
     )
-    purging = asyncio.create_task(_purge_expired_periodically(ledger, pool))
+    await loop.run_in_executor(pool, ledger.heartbeat)
+    upkeep = asyncio.create_task(_ledger_upkeep(ledger, pool))
     try:
         yield
     finally:
-        purging.cancel()
+        upkeep.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await purging
+            await upkeep
         pool.shutdown(wait=True)
         if owned:
             database.close()
 
 
-async def _purge_expired_periodically(ledger: LedgerStore, pool: ThreadPoolExecutor) -> None:
+async def _ledger_upkeep(ledger: LedgerStore, pool: ThreadPoolExecutor) -> None:
+    """Heartbeat (so this process's credit holds keep counting) and purge what has expired."""
     loop = asyncio.get_running_loop()
+    last_purge = float("-inf")
     while True:
         try:
-            await loop.run_in_executor(pool, ledger.purge_expired)
+            await loop.run_in_executor(pool, ledger.heartbeat)
+            if time.monotonic() - last_purge >= PURGE_INTERVAL_S:
+                await loop.run_in_executor(pool, ledger.purge_expired)
+                last_purge = time.monotonic()
         except SQLAlchemyError:
-            logger.exception("could not purge expired holds and idempotency records; will retry")
-        await asyncio.sleep(PURGE_INTERVAL_S)
+            logger.exception("ledger upkeep failed (database unreachable?); will retry")
+        await asyncio.sleep(ledger.timeouts.heartbeat_s)
 
 
 @asynccontextmanager

@@ -102,6 +102,8 @@ async def sign_up(
     account, key, plaintext = await context.meter.run(
         lambda: accounts.sign_up(address, body.name, credit, settings.signups_per_address_per_day)
     )
+    if context.authenticator is not None:
+        context.authenticator.key_created()
     return NewKeyResponse(
         key=plaintext, key_info=key_info(key, accounts.clock()), account=account_info(account)
     )

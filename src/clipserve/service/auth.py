@@ -69,6 +69,10 @@ class Authenticator:
             self._keys_exist = found
         return self._keys_exist
 
+    def key_created(self) -> None:
+        """A key was just issued through this server: in auto mode, authentication is on from now."""
+        self._keys_exist = True
+
     async def authenticate(self, authorization: str | None) -> Caller:
         if not await self.auth_required():
             return LOCAL_CALLER

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import zlib
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -16,8 +17,10 @@ from clipserve.errors import (
 )
 from clipserve.service.pricing import micros_to_dollars
 from clipserve.service.rate_limits import LimitCheck, WindowCounts, check
+from clipserve.store import instances
 from clipserve.store.accounts import Clock, lock_account, utc_now
 from clipserve.store.database import Database
+from clipserve.store.instances import Instance
 from clipserve.store.records import LedgerAudit, UsageRow
 from clipserve.store.schema import accounts, holds, idempotency, ledger, rate_windows
 
@@ -65,23 +68,52 @@ class Charge:
 
 @dataclass(frozen=True)
 class LedgerTimeouts:
-    hold_s: float = 900.0  # a crashed replica's holds stop counting after this
+    hold_s: float = 900.0  # the longest a request may hold credit, whatever happens to its process
     idempotency_s: float = 24 * 3600.0  # answers kept for replay this long (as Stripe does)
+    instance_liveness_s: float = 30.0  # a process that has not heartbeated for this long is dead
+    heartbeat_s: float = 10.0
 
 
 class LedgerStore:
-    def __init__(self, db: Database, clock: Clock = utc_now, timeouts: LedgerTimeouts | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock = utc_now,
+        timeouts: LedgerTimeouts | None = None,
+        instance: Instance | None = None,
+    ) -> None:
         self.db = db
         self.clock = clock
         self.timeouts = timeouts or LedgerTimeouts()
+        self.instance = instance or Instance()
+        self._registered = False
+        self._registration = threading.Lock()
+
+    def heartbeat(self) -> None:
+        """Say this process is alive (registers it the first time); its holds count while it does."""
+        with self._registration:
+            with self.db.write() as conn:
+                if self._registered:
+                    instances.heartbeat(conn, self.instance, self.clock())
+                else:
+                    instances.register(conn, self.instance, self.clock())
+            self._registered = True
+
+    def _live(self, conn: Connection, now: datetime) -> set[str]:
+        return instances.live_instances(
+            conn, self.instance, now, self.timeouts.instance_liveness_s, same_host_pids=self.db.is_sqlite
+        )
 
     def admit(self, request: AdmissionRequest) -> Admitted:
         """Check limits and credit and reserve the estimate, in one transaction; raises when refused."""
+        if not self._registered:
+            self.heartbeat()
         now = self.clock()
         with self.db.write() as conn:
             balance = lock_account(conn, request.account_id)
+            live = self._live(conn, now)
             if request.idempotency_key is not None:
-                replay = self._earlier_answer(conn, request, now)
+                replay = self._earlier_answer(conn, request, now, live)
                 if replay is not None:
                     requests, images = self._rate_checks(conn, request, now, 0, 0)
                     return Admitted(requests, images, replay)
@@ -91,7 +123,9 @@ class LedgerStore:
                     raise _rate_limited(name, outcome, request)
             held = conn.execute(
                 select(func.coalesce(func.sum(holds.c.amount_micros), 0)).where(
-                    holds.c.account_id == request.account_id, holds.c.expires_at > now
+                    holds.c.account_id == request.account_id,
+                    holds.c.expires_at > now,
+                    holds.c.instance_id.in_(live),
                 )
             ).scalar_one()
             available = balance - int(held)
@@ -107,6 +141,7 @@ class LedgerStore:
                     charge_id=request.charge_id,
                     account_id=request.account_id,
                     amount_micros=request.estimate_micros,
+                    instance_id=self.instance.id,
                     expires_at=now + timedelta(seconds=self.timeouts.hold_s),
                 )
             )
@@ -118,6 +153,7 @@ class LedgerStore:
                         fingerprint=request.fingerprint or "",
                         charge_id=request.charge_id,
                         state="pending",
+                        instance_id=self.instance.id,
                         expires_at=now + timedelta(seconds=self.timeouts.idempotency_s),
                     )
                 )
@@ -237,14 +273,16 @@ class LedgerStore:
         now = self.clock()
         minute = int(now.timestamp() // 60)
         with self.db.write() as conn:
-            conn.execute(delete(holds).where(holds.c.expires_at <= now))
+            live = self._live(conn, now)
+            conn.execute(delete(holds).where((holds.c.expires_at <= now) | holds.c.instance_id.not_in(live)))
+            instances.forget_stopped(conn, now)
             conn.execute(delete(idempotency).where(idempotency.c.expires_at <= now))
             conn.execute(delete(rate_windows).where(rate_windows.c.minute < minute - 1))
 
     # internals (inside the admission transaction)
 
     def _earlier_answer(
-        self, conn: Connection, request: AdmissionRequest, now: datetime
+        self, conn: Connection, request: AdmissionRequest, now: datetime, live: set[str]
     ) -> StoredResponse | None:
         row = (
             conn.execute(
@@ -258,7 +296,8 @@ class LedgerStore:
         )
         if row is None:
             return None
-        if row["expires_at"] <= now:
+        abandoned = row["state"] == "pending" and row["instance_id"] not in live  # its process died
+        if row["expires_at"] <= now or abandoned:
             conn.execute(
                 delete(idempotency).where(
                     idempotency.c.key_id == request.key_id,

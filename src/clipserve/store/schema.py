@@ -105,6 +105,7 @@ holds = Table(
     Column("charge_id", String(64), primary_key=True),
     Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False, index=True),
     Column("amount_micros", BigInteger, nullable=False),
+    Column("instance_id", String(32), nullable=False),
     Column("expires_at", UtcDateTime(), nullable=False),
 )
 
@@ -117,6 +118,7 @@ idempotency = Table(
     Column("fingerprint", String(64), nullable=False),
     Column("charge_id", String(64), nullable=False),
     Column("state", String(16), nullable=False),  # pending | done
+    Column("instance_id", String(32), nullable=False),
     Column("status_code", Integer, nullable=True),
     Column("media_type", String(100), nullable=True),
     Column("body_zlib", LargeBinary, nullable=True),
@@ -131,6 +133,18 @@ rate_windows = Table(
     Column("minute", BigInteger, primary_key=True),  # unix time // 60
     Column("requests", Integer, nullable=False, default=0),
     Column("images", Integer, nullable=False, default=0),
+)
+
+# Running server processes. Holds and pending idempotency records belong to one; when it stops heartbeating
+# (or, on the same host, its pid is gone) they stop counting, so a crashed server frees them.
+instances = Table(
+    "instances",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("hostname", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", UtcDateTime(), nullable=False),
+    Column("heartbeat_at", UtcDateTime(), nullable=False),
 )
 
 signups = Table(

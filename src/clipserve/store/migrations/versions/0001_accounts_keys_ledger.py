@@ -66,6 +66,7 @@ def upgrade() -> None:
         sa.Column("charge_id", sa.String(64), primary_key=True),
         sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id"), nullable=False, index=True),
         sa.Column("amount_micros", sa.BigInteger, nullable=False),
+        sa.Column("instance_id", sa.String(32), nullable=False),
         sa.Column("expires_at", _TS, nullable=False),
     )
     op.create_table(
@@ -75,6 +76,7 @@ def upgrade() -> None:
         sa.Column("fingerprint", sa.String(64), nullable=False),
         sa.Column("charge_id", sa.String(64), nullable=False),
         sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("instance_id", sa.String(32), nullable=False),
         sa.Column("status_code", sa.Integer, nullable=True),
         sa.Column("media_type", sa.String(100), nullable=True),
         sa.Column("body_zlib", sa.LargeBinary, nullable=True),
@@ -88,6 +90,14 @@ def upgrade() -> None:
         sa.Column("images", sa.Integer, nullable=False),
     )
     op.create_table(
+        "instances",
+        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column("hostname", sa.String(255), nullable=False),
+        sa.Column("pid", sa.Integer, nullable=False),
+        sa.Column("started_at", _TS, nullable=False),
+        sa.Column("heartbeat_at", _TS, nullable=False),
+    )
+    op.create_table(
         "signups",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("address", sa.String(64), nullable=False),
@@ -98,5 +108,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("signups", "rate_windows", "idempotency", "holds", "ledger", "api_keys", "accounts"):
+    for table in (
+        "signups",
+        "instances",
+        "rate_windows",
+        "idempotency",
+        "holds",
+        "ledger",
+        "api_keys",
+        "accounts",
+    ):
         op.drop_table(table)
