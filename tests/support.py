@@ -122,3 +122,30 @@ def create_key(data_dir: Path, name: str = "user", credit: str = "1", **options:
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+def open_accounts(database_url: str, credits_micros: list[int], **options: Any) -> list[tuple[int, str]]:
+    """One account per credit amount, each with one key; returns (account id, key) pairs."""
+    from clipserve.store.accounts import AccountStore
+    from clipserve.store.database import Database
+    from clipserve.store.records import KeyOptions
+
+    database = Database(database_url)
+    try:
+        database.migrate()
+        store = AccountStore(database)
+        opened = []
+        for i, credit in enumerate(credits_micros):
+            account, _, key = store.open_account(f"account-{i}", credit, KeyOptions(**options))
+            opened.append((account.id, key))
+        return opened
+    finally:
+        database.close()
+
+
+def ledger_of(database_url: str) -> Any:
+    """A LedgerStore on its own connection pool (close its .db when done)."""
+    from clipserve.store.database import Database
+    from clipserve.store.ledger import LedgerStore
+
+    return LedgerStore(Database(database_url))
