@@ -124,16 +124,25 @@ class RateLimitExceededError(ClipserveError):
     status_code = 429
     default_code = "rate_limit_exceeded"
 
-    def __init__(self, message: str, *, limit_name: str, retry_after_s: float) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit_name: str,
+        retry_after_s: float,
+        limit_headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.error_type = limit_name
         self.retry_after_s = retry_after_s
+        self.limit_headers = limit_headers or {}
 
     @property
     def headers(self) -> dict[str, str]:
         if self.retry_after_s == float("inf"):
-            return {"x-should-retry": "false"}
+            return {**self.limit_headers, "x-should-retry": "false"}
         return {
+            **self.limit_headers,
             "Retry-After": str(max(1, int(self.retry_after_s + 0.999))),
             "retry-after-ms": str(int(self.retry_after_s * 1000)),
         }

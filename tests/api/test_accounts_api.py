@@ -131,6 +131,7 @@ async def test_rate_limit_headers_and_429_when_exceeded(tiny_runtime: Any, tmp_p
         error = _assert_openai_error(refused, 429, "rate_limit_exceeded")
         assert error["type"] == "requests"
         assert int(refused.headers["retry-after"]) >= 1
+        assert refused.headers["x-ratelimit-remaining-requests"] == "0"
     other = create_key(tmp_path, "big", images_per_minute=2)
     async with running_app(tiny_runtime, tmp_path) as (client, _):
         too_big = await client.post(

@@ -11,7 +11,7 @@ from typing import TypeVar
 
 from clipserve.service.auth import Caller
 from clipserve.service.pricing import PriceTable, Usage
-from clipserve.service.rate_limits import LimitCheck, format_duration
+from clipserve.service.rate_limits import rate_limit_headers
 from clipserve.store.ledger import AdmissionRequest, Admitted, Charge, LedgerStore, StoredResponse
 
 T = TypeVar("T")
@@ -21,18 +21,6 @@ T = TypeVar("T")
 class RateLimitDefaults:
     requests_per_minute: int | None
     images_per_minute: int | None
-
-
-def rate_limit_headers(requests: LimitCheck, images: LimitCheck) -> dict[str, str]:
-    """OpenAI's x-ratelimit-* headers, for requests and (our second unit) images."""
-    headers: dict[str, str] = {}
-    for name, outcome in (("requests", requests), ("images", images)):
-        if outcome.limit is None:
-            continue
-        headers[f"x-ratelimit-limit-{name}"] = str(outcome.limit)
-        headers[f"x-ratelimit-remaining-{name}"] = str(outcome.remaining)
-        headers[f"x-ratelimit-reset-{name}"] = format_duration(outcome.reset_s)
-    return headers
 
 
 @dataclass

@@ -78,3 +78,15 @@ def format_duration(seconds: float) -> str:
     whole = math.ceil(seconds)
     minutes, secs = divmod(whole, 60)
     return f"{minutes}m{secs}s" if minutes else f"{secs}s"
+
+
+def rate_limit_headers(requests: LimitCheck, images: LimitCheck) -> dict[str, str]:
+    """OpenAI's x-ratelimit-* headers, for requests and (our second unit) images."""
+    headers: dict[str, str] = {}
+    for name, outcome in (("requests", requests), ("images", images)):
+        if outcome.limit is None:
+            continue
+        headers[f"x-ratelimit-limit-{name}"] = str(outcome.limit)
+        headers[f"x-ratelimit-remaining-{name}"] = str(outcome.remaining)
+        headers[f"x-ratelimit-reset-{name}"] = format_duration(outcome.reset_s)
+    return headers

@@ -16,7 +16,7 @@ from clipserve.errors import (
     RateLimitExceededError,
 )
 from clipserve.service.pricing import micros_to_dollars
-from clipserve.service.rate_limits import LimitCheck, WindowCounts, check
+from clipserve.service.rate_limits import LimitCheck, WindowCounts, check, rate_limit_headers
 from clipserve.store import instances
 from clipserve.store.accounts import Clock, lock_account, utc_now
 from clipserve.store.database import Database
@@ -120,7 +120,7 @@ class LedgerStore:
             requests, images = self._rate_checks(conn, request, now, 1, request.images)
             for name, outcome in (("requests", requests), ("images", images)):
                 if not outcome.allowed:
-                    raise _rate_limited(name, outcome, request)
+                    raise _rate_limited(name, outcome, request, rate_limit_headers(requests, images))
             held = conn.execute(
                 select(func.coalesce(func.sum(holds.c.amount_micros), 0)).where(
                     holds.c.account_id == request.account_id,
@@ -356,7 +356,9 @@ class LedgerStore:
             )
 
 
-def _rate_limited(name: str, outcome: LimitCheck, request: AdmissionRequest) -> RateLimitExceededError:
+def _rate_limited(
+    name: str, outcome: LimitCheck, request: AdmissionRequest, headers: dict[str, str]
+) -> RateLimitExceededError:
     if outcome.retry_after_s == float("inf"):
         message = (
             f"this request has {request.images} images, more than this key's limit of {outcome.limit} "
@@ -367,4 +369,6 @@ def _rate_limited(name: str, outcome: LimitCheck, request: AdmissionRequest) -> 
             f"Rate limit reached for {name} per minute: limit {outcome.limit}. "
             f"Retry in {outcome.retry_after_s:.1f}s."
         )
-    return RateLimitExceededError(message, limit_name=name, retry_after_s=outcome.retry_after_s)
+    return RateLimitExceededError(
+        message, limit_name=name, retry_after_s=outcome.retry_after_s, limit_headers=headers
+    )
