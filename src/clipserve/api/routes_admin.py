@@ -110,6 +110,9 @@ async def create_key(body: CreateKeyRequest, request: Request, accounts: Account
 @router.delete("/v1/admin/keys/{key_id}", response_model=KeyInfo)
 async def revoke_key(key_id: int, request: Request, accounts: AccountsDep) -> KeyInfo:
     key = await _run(request, lambda: accounts.revoke_key(key_id))
+    authenticator = get_context(request).authenticator
+    if authenticator is not None:
+        authenticator.forget(key.prefix)
     return key_info(key, accounts.clock())
 
 

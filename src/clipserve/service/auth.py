@@ -6,6 +6,7 @@ import asyncio
 import ipaddress
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ AuthMode = Literal["auto", "on", "off"]
 T = TypeVar("T")
 # While auth is off in auto mode, how often to look whether a first key has been created.
 _KEY_CHECK_INTERVAL_S = 2.0
+_KEY_CACHE_ENTRIES = 10_000
 
 
 @dataclass(frozen=True)
@@ -49,8 +51,13 @@ class Authenticator:
         executor: Executor,
         mode: AuthMode,
         compare: Callable[[bytes, bytes], bool] | None = None,
+        cache_s: float = 5.0,
     ) -> None:
         self._accounts = accounts
+        # Key records (never secrets: the stored hash only), so most requests skip a database read. A key
+        # revoked elsewhere (the CLI, another replica) stops working within cache_s; here, at once.
+        self._cache: OrderedDict[str, tuple[float, KeyRecord | None]] = OrderedDict()
+        self._cache_s = cache_s
         self._executor = executor
         self._mode = mode
         self._compare = compare
@@ -88,7 +95,7 @@ class Authenticator:
                 "Malformed API key. Send 'Authorization: Bearer sk-clip-...' with the key you were given."
             )
         prefix, secret = parts
-        record = await self._run(lambda: self._accounts.find_key(prefix))
+        record = await self._find_key(prefix)
         # The same steps whether or not the prefix exists: hash, then a constant-time compare.
         matched = secret_matches(record.secret_sha256 if record else None, secret, *self._compare_arg())
         if record is None or not matched:
@@ -99,6 +106,23 @@ class Authenticator:
         if record.expires_at is not None and record.expires_at <= now:
             raise AuthenticationError("This API key has expired.", code="api_key_expired")
         return Caller(key=record)
+
+    def forget(self, prefix: str) -> None:
+        """Drop a cached key (after it was revoked through this process)."""
+        self._cache.pop(prefix, None)
+
+    async def _find_key(self, prefix: str) -> KeyRecord | None:
+        cached = self._cache.get(prefix)
+        if cached is not None and time.monotonic() - cached[0] < self._cache_s:
+            self._cache.move_to_end(prefix)
+            return cached[1]
+        record = await self._run(lambda: self._accounts.find_key(prefix))
+        if record is not None:  # unknown prefixes are not cached: guessing must not fill the cache
+            self._cache[prefix] = (time.monotonic(), record)
+            self._cache.move_to_end(prefix)
+            while len(self._cache) > _KEY_CACHE_ENTRIES:
+                self._cache.popitem(last=False)
+        return record
 
     @staticmethod
     def require_admin(caller: Caller) -> None:

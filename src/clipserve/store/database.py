@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +33,7 @@ class Database:
         if parsed.drivername in ("postgresql", "postgres"):
             parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3, not the psycopg2 default
         self.url: URL = parsed
+        self._sqlite_writer = threading.Lock()
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         if self.is_sqlite:
             database = parsed.database or ""
@@ -50,10 +52,21 @@ class Database:
         return self.url.render_as_string(hide_password=True)
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
-        """A transaction that will write: on SQLite it takes the write lock up front (BEGIN IMMEDIATE), so two
-        writers never deadlock upgrading read locks; on Postgres rows are locked explicitly (FOR UPDATE)."""
-        with self.engine.begin() as conn:
+    def write(self, *, durable: bool = True) -> Iterator[Connection]:
+        """A transaction that will write. On SQLite it takes the write lock up front (BEGIN IMMEDIATE), so two
+        writers never deadlock upgrading read locks, and this process's writers queue on a Python lock instead
+        of SQLite's sleeping busy handler. `durable=False` skips the fsync at commit (safe against a killed
+        process, not a power cut): for state that is worthless after a crash anyway. On Postgres rows are
+        locked explicitly (FOR UPDATE) and every commit is durable."""
+        if not self.is_sqlite:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        with (
+            self._sqlite_writer,
+            self.engine.connect().execution_options(clipserve_durable=durable) as conn,
+            conn.begin(),
+        ):
             yield conn
 
     @contextmanager
@@ -88,5 +101,13 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        read_only = conn.get_execution_options().get("clipserve_read_only", False)
-        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        options = conn.get_execution_options()
+        if options.get("clipserve_read_only", False):
+            conn.exec_driver_sql("BEGIN")
+            return
+        # per transaction: FULL fsyncs the WAL at commit; NORMAL leaves it to the OS (a later FULL commit
+        # syncs it too, so ordering holds)
+        conn.exec_driver_sql(
+            f"PRAGMA synchronous={'FULL' if options.get('clipserve_durable', True) else 'NORMAL'}"
+        )
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -88,6 +88,7 @@ class LedgerStore:
         self.instance = instance or Instance()
         self._registered = False
         self._registration = threading.Lock()
+        self._live_cache: tuple[datetime | None, set[str]] = (None, set())
 
     def heartbeat(self) -> None:
         """Say this process is alive (registers it the first time); its holds count while it does."""
@@ -100,16 +101,25 @@ class LedgerStore:
             self._registered = True
 
     def _live(self, conn: Connection, now: datetime) -> set[str]:
-        return instances.live_instances(
+        """Live instance ids, re-read at most once a second (a second of staleness changes nothing that
+        matters: liveness is judged over tens of seconds)."""
+        cached_at, live = self._live_cache
+        if cached_at is not None and timedelta(0) <= now - cached_at < timedelta(seconds=1):
+            return live
+        live = instances.live_instances(
             conn, self.instance, now, self.timeouts.instance_liveness_s, same_host_pids=self.db.is_sqlite
         )
+        self._live_cache = (now, live)
+        return live
 
     def admit(self, request: AdmissionRequest) -> Admitted:
         """Check limits and credit and reserve the estimate, in one transaction; raises when refused."""
         if not self._registered:
             self.heartbeat()
         now = self.clock()
-        with self.db.write() as conn:
+        # Holds, counters and pending keys mean nothing after a crash (the process is then dead), so the
+        # admission need not wait for the disk; the charge (settle) does.
+        with self.db.write(durable=False) as conn:
             balance = lock_account(conn, request.account_id)
             live = self._live(conn, now)
             if request.idempotency_key is not None:
@@ -118,6 +128,7 @@ class LedgerStore:
                     requests, images = self._rate_checks(conn, request, now, 0, 0)
                     return Admitted(requests, images, replay)
             requests, images = self._rate_checks(conn, request, now, 1, request.images)
+            limited = requests.limit is not None or images.limit is not None
             for name, outcome in (("requests", requests), ("images", images)):
                 if not outcome.allowed:
                     raise _rate_limited(name, outcome, request, rate_limit_headers(requests, images))
@@ -135,7 +146,8 @@ class LedgerStore:
                     f"${micros_to_dollars(request.estimate_micros)} and the account has "
                     f"${micros_to_dollars(max(0, available))} available. Add credit to continue."
                 )
-            self._count(conn, request, now)
+            if limited:
+                self._count(conn, request, now)
             conn.execute(
                 insert(holds).values(
                     charge_id=request.charge_id,
@@ -164,6 +176,8 @@ class LedgerStore:
         store the answer for its Idempotency-Key, all in one transaction."""
         now = self.clock()
         with self.db.write() as conn:
+            # Lock the account before anything else, as admit does: the ledger row's foreign key takes a
+            # share lock on the account, which would deadlock against an admit waiting for FOR UPDATE.
             lock_account(conn, charge.account_id)
             conn.execute(delete(holds).where(holds.c.charge_id == charge.charge_id))
             conn.execute(
@@ -319,6 +333,9 @@ class LedgerStore:
     def _rate_checks(
         self, conn: Connection, request: AdmissionRequest, now: datetime, requests: int, images: int
     ) -> tuple[LimitCheck, LimitCheck]:
+        if request.requests_per_minute is None and request.images_per_minute is None:
+            unlimited = check(None, WindowCounts(0, 0), 0, 0)
+            return unlimited, unlimited
         minute = int(now.timestamp() // 60)
         elapsed = now.timestamp() - minute * 60
         rows = {

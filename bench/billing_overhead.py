@@ -1,0 +1,162 @@
+"""What authentication, metering and the ledger add to a request, against the same app with auth off.
+
+    python bench/billing_overhead.py [--database-url postgresql://...] [--requests 400] [--clients 8]
+
+Each scenario serves the same text request (one short prompt, tiny model, in-process ASGI client, so the
+numbers are the service's own overhead, not the network's or the model's): auth off (local mode), auth on
+with the embedded SQLite ledger, the same with an Idempotency-Key, and, with --database-url, on Postgres.
+It also times the ledger alone (admit + settle per request, one thread).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from clipserve.api.app import create_app
+from clipserve.config import Settings
+from clipserve.runtime.model import ClipRuntime, RuntimeSpec
+from clipserve.store.accounts import AccountStore
+from clipserve.store.database import Database
+from clipserve.store.ledger import AdmissionRequest, Charge, LedgerStore
+from common import cpu_description
+
+TINY = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "clipserve-tiny.json"
+
+
+async def _run_scenario(
+    runtime: ClipRuntime, settings: Settings, key: str | None, idempotent: bool, requests: int, clients: int
+) -> list[float]:
+    app = create_app(settings, runtime)
+    latencies: list[float] = []
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=60) as client:
+            for _ in range(1000):
+                if (await client.get("/ready")).status_code == 200:
+                    break
+                await asyncio.sleep(0.01)
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            queue = list(range(requests))
+
+            async def worker() -> None:
+                while queue:
+                    queue.pop()
+                    extra = {"Idempotency-Key": uuid.uuid4().hex} if idempotent else {}
+                    started = time.perf_counter()
+                    response = await client.post(
+                        "/v1/embeddings", json={"input": "a photo of a cat"}, headers={**headers, **extra}
+                    )
+                    latencies.append(time.perf_counter() - started)
+                    assert response.status_code == 200, response.text
+
+            await worker()  # warm-up
+            latencies.clear()
+            queue = list(range(requests))
+            await asyncio.gather(*(worker() for _ in range(clients)))
+    return latencies
+
+
+def _ledger_only(url: str, rounds: int) -> float:
+    database = Database(url)
+    database.migrate()
+    accounts, ledger = AccountStore(database), LedgerStore(database)
+    account, key, _ = accounts.open_account("bench-ledger", 10**12)
+    started = time.perf_counter()
+    for i in range(rounds):
+        charge_id = f"bench_{uuid.uuid4().hex}"
+        ledger.admit(AdmissionRequest(charge_id, account.id, key.id, 100, 0, None, None))
+        ledger.settle(Charge(charge_id, f"req_{i}", account.id, key.id, "/bench", 0, 5, 1))
+    elapsed = time.perf_counter() - started
+    database.close()
+    return rounds / elapsed
+
+
+def _scenario(url: str, data_dir: Path) -> tuple[Settings, str]:
+    settings = Settings(
+        data_dir=data_dir,
+        weights="random",
+        database_url=url,
+        rate_limit_requests_per_minute=0,
+        batch_wait_ms=0,
+    )
+    database = Database(url)
+    database.migrate()
+    _, _, key = AccountStore(database).open_account("bench", 10**12)
+    database.close()
+    return settings, key
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--database-url", help="also measure on this (empty, disposable) Postgres database")
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--clients", type=int, default=8)
+    args = parser.parse_args()
+    runtime = ClipRuntime.load(RuntimeSpec(weights="random", architecture=str(TINY), device="cpu"))
+    print(f"CPU: {cpu_description()}; {args.requests} requests from {args.clients} concurrent clients")
+    rows: list[tuple[str, list[float]]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        off = Settings(data_dir=root / "off", weights="random", batch_wait_ms=0)
+        rows.append(
+            (
+                "auth off (local mode)",
+                asyncio.run(_run_scenario(runtime, off, None, False, args.requests, args.clients)),
+            )
+        )
+        sqlite_url = f"sqlite:///{root / 'on' / 'clipserve.db'}"
+        settings, key = _scenario(sqlite_url, root / "on")
+        rows.append(
+            (
+                "auth on, SQLite",
+                asyncio.run(_run_scenario(runtime, settings, key, False, args.requests, args.clients)),
+            )
+        )
+        rows.append(
+            (
+                "auth on, SQLite, Idempotency-Key",
+                asyncio.run(_run_scenario(runtime, settings, key, True, args.requests, args.clients)),
+            )
+        )
+        ledgers: list[tuple[str, float]] = [("SQLite", _ledger_only(sqlite_url, 300))]
+        if args.database_url:
+            pg_settings, pg_key = _scenario(args.database_url, root / "pg")
+            rows.append(
+                (
+                    "auth on, Postgres",
+                    asyncio.run(
+                        _run_scenario(runtime, pg_settings, pg_key, False, args.requests, args.clients)
+                    ),
+                )
+            )
+            ledgers.append(("Postgres", _ledger_only(args.database_url, 300)))
+    base = statistics.median(rows[0][1])
+    total_base = sum(rows[0][1])
+    print(
+        f"\n{'scenario':<36} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'p50 added ms':>13} {'throughput':>11}"
+    )
+    for name, latencies in rows:
+        ordered = sorted(latencies)
+        p50, p99 = statistics.median(ordered), ordered[int(len(ordered) * 0.99) - 1]
+        rate = len(latencies) * args.clients / sum(latencies)
+        base_rate = len(rows[0][1]) * args.clients / total_base
+        print(
+            f"{name:<36} {rate:>8.0f} {p50 * 1000:>8.1f} {p99 * 1000:>8.1f} {(p50 - base) * 1000:>13.1f} {rate / base_rate:>10.2f}x"
+        )
+    print()
+    for name, rate in ledgers:
+        print(f"ledger alone ({name}): {rate:.0f} admit+settle pairs/s, {1000 / rate:.2f} ms per request")
+
+
+if __name__ == "__main__":
+    main()
