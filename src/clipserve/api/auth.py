@@ -21,10 +21,7 @@ def get_authenticator(request: Request) -> Authenticator:
 async def get_caller(
     request: Request, authenticator: Annotated[Authenticator, Depends(get_authenticator)]
 ) -> Caller:
-    caller = await authenticator.authenticate(request.headers.get("authorization"))
-    if caller.key is not None:
-        request.state.key_prefix = caller.key.prefix  # for logs: the non-secret part only
-    return caller
+    return await authenticator.authenticate(request.headers.get("authorization"))
 
 
 async def get_admin(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
