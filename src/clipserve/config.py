@@ -183,6 +183,24 @@ class Settings(BaseSettings):
         default=86_400.0, gt=0, description="How long answers are kept for replay by Idempotency-Key."
     )
 
+    # collections
+    vector_url: str | None = Field(
+        default=None,
+        description="Milvus for collections: http://host:19530 (a server or cluster, shared by replicas) or a "
+        "local *.db path (Milvus Lite). Default: the embedded store (rows in the accounts database, searched "
+        "in memory).",
+    )
+    vector_token: str | None = Field(default=None, description="Milvus token (user:password or API key).")
+    max_collection_items_per_request: int = Field(
+        default=256, ge=1, description="Items per POST /v1/collections/{name}/items."
+    )
+    max_metadata_bytes: int = Field(default=16_384, ge=2, description="Largest metadata object of an item.")
+    exact_search_max_items: int = Field(
+        default=100_000,
+        ge=1,
+        description="Embedded store: exact search up to this many items in a collection, an IVF index beyond.",
+    )
+
     # HTTP server
     host: str = Field(default="127.0.0.1", description="Address to bind.")
     port: int = Field(default=8000, ge=0, le=65535, description="Port to bind.")

@@ -164,3 +164,9 @@ class IdempotencyMismatchError(InvalidRequestError):
     """The Idempotency-Key was used before with a different request."""
 
     default_code = "idempotency_key_reused"
+
+
+class ConflictError(ClipserveError):
+    status_code = 409
+    error_type = "invalid_request_error"
+    default_code = "conflict"

@@ -18,6 +18,7 @@ from clipserve.api import (
     routes_account,
     routes_admin,
     routes_classify,
+    routes_collections,
     routes_embeddings,
     routes_models,
     routes_ops,
@@ -33,6 +34,7 @@ from clipserve.runtime.fetch import AddressPolicy, FetchLimits, ImageFetcher
 from clipserve.runtime.model import ClipRuntime
 from clipserve.service.auth import Authenticator
 from clipserve.service.classify import ClassificationService, ClassifyLimits
+from clipserve.service.collections import CollectionLimits, CollectionService
 from clipserve.service.embeddings import EmbeddingService, ImageLimits
 from clipserve.service.encoder_queues import EncoderQueues
 from clipserve.service.inputs import InputLimits
@@ -42,8 +44,12 @@ from clipserve.service.prompt_cache import PromptCache
 from clipserve.service.prompts import PromptEncoder
 from clipserve.service.rank import RankService
 from clipserve.store.accounts import AccountStore
+from clipserve.store.collections import CollectionCatalogue
 from clipserve.store.database import Database
 from clipserve.store.ledger import LedgerStore, LedgerTimeouts
+from clipserve.vectors.base import VectorStore
+from clipserve.vectors.embedded import EmbeddedVectorStore
+from clipserve.vectors.memory_index import AnnSettings
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +84,8 @@ def create_app(settings: Settings, runtime: ClipRuntime, database: Database | No
     app.state.context = context
     install_error_handlers(app)
     for module in (
-        routes_embeddings, routes_classify, routes_rank, routes_models, routes_ops, routes_account, routes_admin,
+        routes_embeddings, routes_classify, routes_rank, routes_collections, routes_models, routes_ops,
+        routes_account, routes_admin,
     ):  # fmt: skip
         app.include_router(module.router)
     app.add_middleware(
@@ -120,6 +127,8 @@ async def _open_accounts(context: AppContext) -> AsyncIterator[None]:
         "required" if required else f"OFF (--auth {settings.auth}; no API key exists yet)",
     )
     await loop.run_in_executor(pool, ledger.heartbeat)
+    context.vectors = await loop.run_in_executor(pool, lambda: open_vector_store(settings, database))
+    context.db_pool = pool
     upkeep = asyncio.create_task(_ledger_upkeep(ledger, pool))
     try:
         yield
@@ -127,9 +136,20 @@ async def _open_accounts(context: AppContext) -> AsyncIterator[None]:
         upkeep.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await upkeep
+        context.vectors.close()
         pool.shutdown(wait=True)
         if owned:
             database.close()
+
+
+def open_vector_store(settings: Settings, database: Database) -> VectorStore:
+    """Milvus when CLIPSERVE_VECTOR_URL is set, else the embedded store in the accounts database."""
+    if settings.vector_url:
+        from clipserve.vectors.milvus import MilvusVectorStore
+
+        logger.info("collections in Milvus at %s", settings.vector_url)
+        return MilvusVectorStore(settings.vector_url, settings.vector_token)
+    return EmbeddedVectorStore(database, AnnSettings(exact_max_items=settings.exact_search_max_items))
 
 
 async def _ledger_upkeep(ledger: LedgerStore, pool: ThreadPoolExecutor) -> None:
@@ -189,6 +209,17 @@ async def _running_services(context: AppContext) -> AsyncIterator[None]:
     # the query travels with the documents, so one request holds at most max_items_per_request - 1 of them
     context.ranking = RankService(
         embeddings, min(settings.max_rank_documents, settings.max_items_per_request - 1)
+    )
+    assert context.vectors is not None
+    assert context.db_pool is not None
+    assert context.database is not None  # the accounts lifespan opened it
+    context.collections = CollectionService(
+        CollectionCatalogue(context.database),
+        context.vectors,
+        embeddings,
+        context.db_pool,
+        context.input_limits,
+        CollectionLimits(settings.max_collection_items_per_request, settings.max_metadata_bytes),
     )
     queues.start()
     warming = asyncio.create_task(_warm_up(context, compute))

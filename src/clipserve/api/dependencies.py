@@ -14,6 +14,7 @@ from clipserve.metrics import ServiceMetrics
 from clipserve.runtime.model import ClipRuntime
 from clipserve.service.auth import Authenticator
 from clipserve.service.classify import ClassificationService
+from clipserve.service.collections import CollectionService
 from clipserve.service.embeddings import EmbeddingService
 from clipserve.service.encoder_queues import EncoderQueues
 from clipserve.service.inputs import InputLimits
@@ -22,6 +23,7 @@ from clipserve.service.rank import RankService
 from clipserve.store.accounts import AccountStore
 from clipserve.store.database import Database
 from clipserve.store.ledger import LedgerStore
+from clipserve.vectors.base import VectorStore
 
 ServiceT = TypeVar("ServiceT")
 
@@ -39,11 +41,14 @@ class AppContext:
     classification: ClassificationService | None = None
     ranking: RankService | None = None
     compute_pool: ThreadPoolExecutor | None = None
+    db_pool: ThreadPoolExecutor | None = None
     database: Database | None = None
     accounts: AccountStore | None = None
     ledger: LedgerStore | None = None
     authenticator: Authenticator | None = None
     meter: Meter | None = None
+    vectors: VectorStore | None = None
+    collections: CollectionService | None = None
     ready: bool = False
     started_at: int = field(default=0)
 
@@ -77,3 +82,7 @@ def get_accounts(request: Request) -> AccountStore:
 
 def get_ledger(request: Request) -> LedgerStore:
     return _started(get_context(request).ledger)
+
+
+def get_collection_service(request: Request) -> CollectionService:
+    return _started(get_context(request).collections)

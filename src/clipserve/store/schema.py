@@ -19,7 +19,9 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 
 metadata = MetaData()
@@ -155,4 +157,41 @@ signups = Table(
     Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),
     Index("ix_signups_address_created", "address", "created_at"),
+)
+
+
+# Collections: the catalogue (names, owners) and, for the embedded vector store, the items themselves. The
+# SQL rows are the source of truth; search indexes are derived from them in memory.
+collections = Table(
+    "collections",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("owner", String(64), nullable=False),  # "account:<id>", or "local" when auth is off
+    Column("name", String(128), nullable=False),
+    Column("description", String(1000), nullable=True),
+    Column("store_key", String(64), nullable=False, unique=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    UniqueConstraint("owner", "name", name="uq_collections_owner_name"),
+)
+
+vector_collections = Table(
+    "vector_collections",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("version", BigInteger, nullable=False),  # bumped by every write, so other processes see staleness
+)
+
+collection_items = Table(
+    "collection_items",
+    metadata,
+    Column(
+        "collection_key",
+        String(64),
+        ForeignKey("vector_collections.key", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("item_id", String(256), primary_key=True),
+    Column("vector", LargeBinary, nullable=False),  # 512 little-endian float32
+    Column("metadata_json", Text, nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
 )

@@ -1,0 +1,307 @@
+"""What the collection endpoints mean: named, owned sets of embedded items, searched by text, image, item or
+vector, with metadata filters. Storage is a VectorStore (embedded or Milvus); the catalogue is SQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+
+from clipserve.errors import ClipserveError, InvalidRequestError, NotFoundError
+from clipserve.service.embeddings import EmbeddingService
+from clipserve.service.inputs import ImageItem, InputItem, InputLimits, TextItem, parse_item
+from clipserve.service.pricing import Usage, usage_bound
+from clipserve.store.collections import CollectionCatalogue, CollectionRecord
+from clipserve.vectors.base import DIMENSIONS, Hit, StoredItem, VectorStore
+from clipserve.vectors.filters import Filter
+
+T = TypeVar("T")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+_MAX_ID_LENGTH = 256
+
+
+@dataclass(frozen=True)
+class CollectionLimits:
+    max_items_per_request: int = 256
+    max_metadata_bytes: int = 16_384
+    max_top_k: int = 1000
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    record: CollectionRecord
+    item_count: int
+
+
+@dataclass(frozen=True)
+class PlannedItem:
+    """One item of an add request after parsing: what to embed (or the vector given), or why it failed."""
+
+    index: int
+    id: str
+    source: InputItem | np.ndarray | None
+    metadata: dict[str, Any]
+    error: ClipserveError | None = None
+
+
+@dataclass(frozen=True)
+class ItemOutcome:
+    index: int
+    id: str
+    error: ClipserveError | None
+
+
+@dataclass(frozen=True)
+class AddResult:
+    outcomes: list[ItemOutcome]
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    source: InputItem | np.ndarray | None = None  # text or image to embed, or a vector
+    item_id: str | None = None  # "more like this item"
+    top_k: int = 10
+    where: Filter | None = None
+    with_vectors: bool = False
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    hits: list[Hit]
+    usage: Usage = field(default_factory=Usage)
+
+
+def owner_of(account_id: int | None) -> str:
+    return "local" if account_id is None else f"account:{account_id}"
+
+
+def unit_vector(raw: Any, param: str) -> np.ndarray:
+    """A caller's vector: 512 finite numbers, L2-normalised here so scores are cosines."""
+    if not isinstance(raw, list) or len(raw) != DIMENSIONS:
+        raise InvalidRequestError(f"a vector must be a list of {DIMENSIONS} numbers", param=param)
+    if not all(isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in raw):
+        raise InvalidRequestError("a vector must hold finite numbers only", param=param)
+    vector = np.asarray(raw, dtype=np.float32)
+    norm = float(np.linalg.norm(vector))
+    if norm == 0.0:
+        raise InvalidRequestError("a vector must not be all zeros", param=param)
+    return vector / norm
+
+
+class CollectionService:
+    def __init__(
+        self,
+        catalogue: CollectionCatalogue,
+        vectors: VectorStore,
+        embeddings: EmbeddingService,
+        executor: Executor,
+        input_limits: InputLimits,
+        limits: CollectionLimits,
+    ) -> None:
+        self._catalogue = catalogue
+        self.vectors = vectors
+        self._embeddings = embeddings
+        self._executor = executor
+        self._input_limits = input_limits
+        self.limits = limits
+
+    # collections
+
+    async def create(self, owner: str, name: str, description: str | None) -> CollectionInfo:
+        if not _NAME.match(name):
+            raise InvalidRequestError(
+                "a collection name is 1-128 letters, digits, '_', '-' or '.', starting with a letter or digit",
+                param="name",
+            )
+        record = await self._run(lambda: self._catalogue.create(owner, name, description))
+        try:
+            await self._run(lambda: self.vectors.create_collection(record.store_key))
+        except BaseException:
+            await self._run(lambda: self._catalogue.delete(record))
+            raise
+        return CollectionInfo(record, 0)
+
+    async def get(self, owner: str, name: str) -> CollectionInfo:
+        record = await self._run(lambda: self._catalogue.get(owner, name))
+        return CollectionInfo(record, await self._run(lambda: self.vectors.count(record.store_key)))
+
+    async def list_collections(self, owner: str) -> list[CollectionInfo]:
+        records = await self._run(lambda: self._catalogue.list_for(owner))
+
+        def with_counts() -> list[CollectionInfo]:
+            return [CollectionInfo(r, self.vectors.count(r.store_key)) for r in records]
+
+        return await self._run(with_counts)
+
+    async def delete(self, owner: str, name: str) -> None:
+        record = await self._run(lambda: self._catalogue.get(owner, name))
+        await self._run(lambda: self._catalogue.delete(record))  # gone for callers at once
+        await self._run(lambda: self.vectors.drop_collection(record.store_key))
+
+    # items
+
+    def plan_items(self, raw_items: Sequence[Any]) -> list[PlannedItem]:
+        """Parse each item on its own: a bad one is marked, the others go on."""
+        if not raw_items:
+            raise InvalidRequestError("'items' must not be empty", param="items")
+        if len(raw_items) > self.limits.max_items_per_request:
+            raise InvalidRequestError(
+                f"at most {self.limits.max_items_per_request} items per request", param="items"
+            )
+        planned = [self._plan_item(i, raw) for i, raw in enumerate(raw_items)]
+        seen: dict[str, int] = {}
+        for item in planned:
+            if item.error is None and item.id in seen:
+                planned[item.index] = PlannedItem(
+                    item.index, item.id, None, {},
+                    InvalidRequestError(f"id {item.id!r} is also items[{seen[item.id]}]", param=f"items[{item.index}].id"),
+                )  # fmt: skip
+            seen.setdefault(item.id, item.index)
+        return planned
+
+    @staticmethod
+    def usage_bound(planned: Sequence[PlannedItem]) -> Usage:
+        return usage_bound([p.source for p in planned if isinstance(p.source, TextItem | ImageItem)])
+
+    @staticmethod
+    def usage_bound_of(item: InputItem) -> Usage:
+        return usage_bound([item])
+
+    async def add_items(self, owner: str, name: str, planned: list[PlannedItem]) -> AddResult:
+        record = await self._run(lambda: self._catalogue.get(owner, name))
+        embedded = await asyncio.gather(*(self._vector_of(item) for item in planned), return_exceptions=True)
+        outcomes, stored, images, tokens = [], [], 0, 0
+        for item, result in zip(planned, embedded, strict=True):
+            if isinstance(result, BaseException) and not isinstance(result, ClipserveError):
+                raise result
+            error = item.error or (result if isinstance(result, ClipserveError) else None)
+            if error is None and isinstance(result, tuple):
+                vector, item_images, item_tokens = result
+                stored.append(StoredItem(item.id, vector, item.metadata))
+                images, tokens = images + item_images, tokens + item_tokens
+            outcomes.append(ItemOutcome(item.index, item.id, error))
+        await self._run(lambda: self.vectors.upsert(record.store_key, stored))  # one transaction
+        return AddResult(outcomes, Usage(images=images, tokens=tokens))
+
+    async def get_item(self, owner: str, name: str, item_id: str) -> StoredItem:
+        record = await self._run(lambda: self._catalogue.get(owner, name))
+        found = await self._run(lambda: self.vectors.get(record.store_key, [item_id]))
+        if not found:
+            raise NotFoundError(f"no item {item_id!r} in collection {name!r}", code="item_not_found")
+        return found[0]
+
+    async def delete_item(self, owner: str, name: str, item_id: str) -> None:
+        record = await self._run(lambda: self._catalogue.get(owner, name))
+        if not await self._run(lambda: self.vectors.delete(record.store_key, [item_id])):
+            raise NotFoundError(f"no item {item_id!r} in collection {name!r}", code="item_not_found")
+
+    async def search(self, owner: str, name: str, query: SearchQuery) -> SearchResult:
+        if not 1 <= query.top_k <= self.limits.max_top_k:
+            raise InvalidRequestError(f"top_k must be 1 to {self.limits.max_top_k}", param="top_k")
+        record = await self._run(lambda: self._catalogue.get(owner, name))
+        usage = Usage()
+        if query.item_id is not None:
+            found = await self._run(lambda: self.vectors.get(record.store_key, [query.item_id or ""]))
+            if not found:
+                raise NotFoundError(
+                    f"no item {query.item_id!r} in collection {name!r}", code="item_not_found"
+                )
+            vector = found[0].vector
+        elif isinstance(query.source, np.ndarray):
+            vector = query.source
+        else:
+            assert query.source is not None
+            result = await self._embeddings.embed([query.source])
+            vector, usage = result.vectors[0], Usage(images=result.image_count, tokens=result.text_tokens)
+        hits = await self._run(
+            lambda: self.vectors.search(
+                record.store_key, vector, query.top_k, query.where,
+                exclude_id=query.item_id, with_vectors=query.with_vectors,
+            )
+        )  # fmt: skip
+        return SearchResult(hits, usage)
+
+    def parse_query(self, raw: Any) -> InputItem | np.ndarray | str:
+        """A search query: {"text"} | {"image"} | {"vector"} | {"id"}; an id comes back as a str."""
+        if (
+            not isinstance(raw, dict)
+            or len(raw) != 1
+            or next(iter(raw)) not in ("text", "image", "vector", "id")
+        ):
+            raise InvalidRequestError(
+                "'query' must be an object with exactly one of 'text', 'image', 'vector' or 'id'",
+                param="query",
+            )
+        kind, value = next(iter(raw.items()))
+        if kind == "vector":
+            return unit_vector(value, "query.vector")
+        if kind == "id":
+            if not isinstance(value, str) or not value:
+                raise InvalidRequestError("query.id must be a non-empty string", param="query.id")
+            return value
+        return parse_item({kind: value}, "query", self._input_limits)
+
+    # internals
+
+    def _plan_item(self, index: int, raw: Any) -> PlannedItem:
+        param = f"items[{index}]"
+        item_id = raw.get("id") if isinstance(raw, dict) else None
+        fallback_id = item_id if isinstance(item_id, str) else ""
+        try:
+            if not isinstance(raw, dict):
+                raise InvalidRequestError(
+                    "an item is an object: {id?, text | image | vector, metadata?}", param=param
+                )
+            unknown = set(raw) - {"id", "text", "image", "vector", "metadata"}
+            if unknown:
+                raise InvalidRequestError(f"unknown fields {sorted(unknown)}", param=param)
+            if item_id is None:
+                item_id = uuid.uuid4().hex
+            if not isinstance(item_id, str) or not 1 <= len(item_id) <= _MAX_ID_LENGTH:
+                raise InvalidRequestError(
+                    f"id must be a string of 1 to {_MAX_ID_LENGTH} characters", param=f"{param}.id"
+                )
+            sources = [key for key in ("text", "image", "vector") if key in raw]
+            if len(sources) != 1:
+                raise InvalidRequestError("give exactly one of 'text', 'image' or 'vector'", param=param)
+            kind = sources[0]
+            source: InputItem | np.ndarray = (
+                unit_vector(raw[kind], f"{param}.vector") if kind == "vector"
+                else parse_item({kind: raw[kind]}, param, self._input_limits)
+            )  # fmt: skip
+            metadata = self._metadata(raw.get("metadata"), f"{param}.metadata")
+            return PlannedItem(index, item_id, source, metadata)
+        except ClipserveError as error:
+            return PlannedItem(index, fallback_id, None, {}, error)
+
+    def _metadata(self, raw: Any, param: str) -> dict[str, Any]:
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            raise InvalidRequestError("metadata must be a JSON object", param=param)
+        size = len(json.dumps(raw, ensure_ascii=False).encode())
+        if size > self.limits.max_metadata_bytes:
+            raise InvalidRequestError(
+                f"metadata is {size} bytes; the limit is {self.limits.max_metadata_bytes}", param=param
+            )
+        return raw
+
+    async def _vector_of(self, item: PlannedItem) -> tuple[np.ndarray, int, int] | None:
+        if item.error is not None or item.source is None:
+            return None
+        if isinstance(item.source, np.ndarray):
+            return item.source, 0, 0
+        result = await self._embeddings.embed([item.source])
+        return result.vectors[0], result.image_count, result.text_tokens
+
+    async def _run(self, call: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)

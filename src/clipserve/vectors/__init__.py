@@ -1,0 +1,1 @@
+"""Vector storage for collections: the VectorStore protocol, the embedded store and the Milvus one."""
