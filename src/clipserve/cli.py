@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from clipserve import __version__
+from clipserve.collections_cli import add_collections_commands
 from clipserve.config import Settings
 from clipserve.errors import WeightsUnavailableError
 from clipserve.eval.cli import add_eval_commands
@@ -161,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=run_serve)
     add_eval_commands(commands)
     add_keys_commands(commands, add_settings_arguments)
+    add_collections_commands(commands)
     return parser
 
 

@@ -1,0 +1,73 @@
+"""`clipserve collections import` against a real server: a folder of images, resumable; a parquet file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from clipserve.cli import main
+from tests.support import encode_image, gradient_image
+from tests.system.conftest import ServerProcess
+
+
+def _folder(root: Path) -> Path:
+    folder = root / "photos"
+    (folder / "trip").mkdir(parents=True)
+    for i in range(5):
+        target = folder / ("trip" if i % 2 else "") / f"img{i}.png"
+        target.write_bytes(encode_image(gradient_image(40, 30, seed=i)))
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    return folder
+
+
+def test_import_a_folder_and_resume(tiny_server: ServerProcess, tmp_path: Path) -> None:
+    folder = _folder(tmp_path)
+    state = tmp_path / "progress.log"
+    state.write_text("trip/img1.png\n")  # as if an earlier run had already imported it
+    argv = ["collections", "import", "holiday", str(folder), "--url", tiny_server.base_url, "--batch-size", "2",
+            "--state", str(state)]  # fmt: skip
+    assert main(argv) == 1  # broken.jpg failed, and says so
+    with httpx.Client(base_url=tiny_server.base_url) as http:
+        assert http.get("/v1/collections/holiday").json()["item_count"] == 4  # 5 images, one skipped as done
+        ids = set(state.read_text().split())
+        assert ids == {"trip/img1.png", "img0.png", "img2.png", "img4.png", "trip/img3.png"}
+        assert main(argv) == 1  # only broken.jpg is sent again
+        assert http.get("/v1/collections/holiday").json()["item_count"] == 4
+
+
+def test_import_a_parquet_file_of_embeddings(tiny_server: ServerProcess, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((10, 512)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    table = pa.table(
+        {"id": [f"row{i}" for i in range(10)], "embedding": vectors.tolist(), "label": ["a", "b"] * 5}
+    )
+    pq.write_table(table, tmp_path / "embeddings.parquet")
+    assert (
+        main(
+            [
+                "collections",
+                "import",
+                "vectors",
+                str(tmp_path / "embeddings.parquet"),
+                "--url",
+                tiny_server.base_url,
+            ]
+        )
+        == 0
+    )
+    with httpx.Client(base_url=tiny_server.base_url) as http:
+        hits = http.post(
+            "/v1/collections/vectors/search", json={"query": {"vector": vectors[6].tolist()}, "top_k": 1}
+        )
+        assert hits.json()["results"][0] == {
+            "id": "row6",
+            "score": hits.json()["results"][0]["score"],
+            "metadata": {"label": "a"},
+        }
