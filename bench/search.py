@@ -2,8 +2,9 @@
 
     python bench/search.py [--sizes 10000,100000,1000000] [--queries 200]
 
-1. Search: random unit vectors (precomputed, as the issue allows) loaded into the in-memory index the server
-   uses; queries are stored vectors plus noise ("more like this"). Per size: p50/p99 latency of the server's
+1. Search: synthetic unit vectors loaded into the in-memory index the server uses: clustered ones (the
+   neighbourhood structure real embeddings have) and uniform random ones (no structure: the worst case for
+   any ANN index); queries are held-out vectors of the same kind. Per size: p50/p99 latency of the server's
    path (exact up to --exact-max, IVF beyond), of a plain NumPy brute-force scan (the reference), and
    recall@10 of the server's results against the brute-force top 10.
 2. Adds through the HTTP API (in-process app, embedded store on SQLite, durable commits): items/s with
@@ -46,21 +47,38 @@ def unit_rows(rng: np.random.Generator, n: int) -> np.ndarray:
     return out
 
 
+def clustered_rows(rng: np.random.Generator, n: int, clusters: int = 2000) -> np.ndarray:
+    """Unit vectors around `clusters` random centres (cosine to their centre about 0.7): the neighbourhood
+    structure real embeddings have and uniform random vectors lack."""
+    centres = unit_rows(rng, clusters)
+    out = np.empty((n, 512), dtype=np.float32)
+    for start in range(0, n, 100_000):
+        m = min(100_000, n - start)
+        block = centres[rng.integers(0, clusters, m)] + rng.standard_normal((m, 512)).astype(
+            np.float32
+        ) / np.sqrt(512)
+        out[start : start + m] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return out
+
+
 def percentiles(samples: list[float]) -> tuple[float, float]:
     ordered = sorted(samples)
     return statistics.median(ordered) * 1000, ordered[max(0, int(len(ordered) * 0.99) - 1)] * 1000
 
 
-def bench_search(sizes: list[int], queries: int, exact_max: int) -> None:
-    print(f"\n## search (exact up to {exact_max:,} items, IVF beyond)")
+def bench_search(sizes: list[int], queries: int, exact_max: int, kinds: list[str], nprobe: float) -> None:
     print(
-        f"{'items':>10} {'path':>6} {'p50 ms':>8} {'p99 ms':>8} {'brute p50':>10} {'speed-up':>9} {'recall@10':>10} {'build s':>8}"
+        f"\n## search (exact up to {exact_max:,} items, IVF beyond); queries: held-out vectors of the same kind"
     )
+    header = ["items", "data", "path", "p50 ms", "p99 ms", "brute p50", "speed-up", "recall@10", "build s"]
+    print(" ".join(f"{h:>10}" for h in header))
     rng = np.random.default_rng(0)
-    for n in sizes:
-        data = unit_rows(rng, n)
+    for n, kind in [(n, kind) for n in sizes for kind in kinds]:
+        make = clustered_rows if kind == "clustered" else unit_rows
+        both = make(rng, n + queries)
+        data, held_out = both[:n], both[n:]
         started = time.perf_counter()
-        index = MemoryIndex(AnnSettings(exact_max_items=exact_max))
+        index = MemoryIndex(AnnSettings(exact_max_items=exact_max, nprobe_fraction=nprobe))
         ids = [str(i) for i in range(n)]
         for start in range(0, n, 100_000):
             index.upsert(
@@ -71,11 +89,8 @@ def bench_search(sizes: list[int], queries: int, exact_max: int) -> None:
             )
         index.maintain()
         build_s = time.perf_counter() - started
-        picks = rng.choice(n, queries, replace=False)
-        noisy = data[picks] + 0.05 * rng.standard_normal((queries, 512)).astype(np.float32)
-        noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
         ours, brute, recalls = [], [], []
-        for q in noisy:
+        for q in held_out:
             t0 = time.perf_counter()
             found = index.search(q, 10, None)
             ours.append(time.perf_counter() - t0)
@@ -87,10 +102,10 @@ def bench_search(sizes: list[int], queries: int, exact_max: int) -> None:
         p50, p99 = percentiles(ours)
         b50, _ = percentiles(brute)
         path = "ivf" if index.uses_ann else "exact"
-        print(
-            f"{n:>10,} {path:>6} {p50:>8.2f} {p99:>8.2f} {b50:>10.2f} {b50 / p50:>8.1f}x {statistics.mean(recalls):>10.3f} {build_s:>8.1f}"
-        )
-        del index, data
+        row = [f"{n:,}", kind, path, f"{p50:.2f}", f"{p99:.2f}", f"{b50:.2f}", f"{b50 / p50:.1f}x",
+               f"{statistics.mean(recalls):.3f}", f"{build_s:.1f}"]  # fmt: skip
+        print(" ".join(f"{cell:>10}" for cell in row))
+        del index, data, both
 
 
 async def _add_rate(app: Any, batches: list[list[dict[str, Any]]]) -> float:
@@ -194,13 +209,26 @@ def main() -> None:
     )
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument(
+        "--data", default="clustered,uniform", help="clustered (realistic) and/or uniform (worst case)"
+    )
+    parser.add_argument("--skip-adds", action="store_true")
+    parser.add_argument("--nprobe-fraction", type=float, default=AnnSettings().nprobe_fraction)
     parser.add_argument("--exact-max", type=int, default=100_000)
     parser.add_argument("--add-vectors", type=int, default=5120)
     parser.add_argument("--load-items", type=int, default=100_000)
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     print(f"CPU: {cpu_description()}")
-    bench_search([int(s) for s in args.sizes.split(",")], args.queries, args.exact_max)
+    bench_search(
+        [int(s) for s in args.sizes.split(",")],
+        args.queries,
+        args.exact_max,
+        args.data.split(","),
+        args.nprobe_fraction,
+    )
+    if args.skip_adds:
+        return
     with tempfile.TemporaryDirectory() as tmp:
         bench_adds(Path(tmp), args.add_vectors)
         bench_load(Path(tmp), args.load_items)
