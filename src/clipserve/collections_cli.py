@@ -14,6 +14,7 @@ import base64
 import mimetypes
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,7 @@ def run_import(args: argparse.Namespace) -> int:
         with tqdm(total=len(items), initial=len(items) - len(todo), unit="item", desc=args.name) as bar:
             for start in range(0, len(todo), args.batch_size):
                 batch = [_payload(item) for item in todo[start : start + args.batch_size]]
-                response = http.post(f"/v1/collections/{args.name}/items", json={"items": batch})
+                response = _post_with_retries(http, f"/v1/collections/{args.name}/items", {"items": batch})
                 if response.status_code != 200:
                     print(f"\nclipserve: error: {response.status_code} {response.text}", file=sys.stderr)
                     return 1
@@ -75,6 +76,23 @@ def run_import(args: argparse.Namespace) -> int:
         f"{len(items) - failed} of {len(items)} items in '{args.name}'; progress in {state}", file=sys.stderr
     )
     return 1 if failed else 0
+
+
+def _post_with_retries(
+    http: httpx.Client, path: str, body: dict[str, Any], attempts: int = 8
+) -> httpx.Response:
+    """Wait out rate limits and overload (429 / 503 with Retry-After) instead of giving up."""
+    for _ in range(attempts):
+        response = http.post(path, json=body)
+        retryable = response.status_code == 503 or (
+            response.status_code == 429 and response.headers.get("x-should-retry") != "false"
+        )
+        if not retryable:
+            return response
+        delay = float(response.headers.get("retry-after", "1"))
+        tqdm.write(f"server busy ({response.status_code}); retrying in {delay:.0f} s")
+        time.sleep(min(delay, 60.0))
+    return response
 
 
 def _folder_items(folder: Path) -> Iterator[dict[str, Any]]:

@@ -197,7 +197,7 @@ class Settings(BaseSettings):
     max_metadata_bytes: int = Field(default=16_384, ge=2, description="Largest metadata object of an item.")
     exact_search_max_items: int = Field(
         default=100_000,
-        ge=1,
+        ge=1_000,
         description="Embedded store: exact search up to this many items in a collection, an IVF index beyond.",
     )
 

@@ -171,3 +171,45 @@ async def test_items_survive_a_restart(tiny_runtime: Any, tmp_path: Path) -> Non
     async with running_app(tiny_runtime, tmp_path) as (client, _):
         result = (await client.post("/v1/collections/c/search", json={"query": {"vector": _unit(1)}})).json()
         assert result["results"] == [{"id": "a", "score": pytest.approx(1.0, abs=1e-5), "metadata": {"x": 1}}]
+
+
+async def test_awkward_inputs_are_400s_not_500s(tiny_runtime: Any, tmp_path: Path) -> None:
+    async with running_app(tiny_runtime, tmp_path) as (client, _):
+        await client.post("/v1/collections", json={"name": "c"})
+        items = [
+            {"id": "huge", "vector": [10**400] + [0.1] * 511},
+            {"id": "overflow", "vector": [1e39] + [0.1] * 511},
+            {"id": "zero", "vector": [0] * 512},
+            {"id": "nul\u0000id", "text": "x"},
+            {"id": "trip/2024/beach.jpg", "vector": _unit(1), "metadata": {"path": "trip/2024/beach.jpg"}},
+        ]
+        response = await client.post("/v1/collections/c/items", json={"items": items})
+        assert response.status_code == 200, response.text
+        assert [row["status"] for row in response.json()["data"]] == ["error"] * 4 + ["ok"]
+        item = await client.get("/v1/collections/c/items/trip/2024/beach.jpg")
+        assert item.status_code == 200
+        assert item.json()["id"] == "trip/2024/beach.jpg"
+        assert (await client.delete("/v1/collections/c/items/trip/2024/beach.jpg")).status_code == 200
+        for bad_filter in ({"n": 10**30}, {"n": {"$in": []}}, {"$nor": [{"a": 1}]}):
+            response = await client.post(
+                "/v1/collections/c/search", json={"query": {"vector": _unit(1)}, "filter": bad_filter}
+            )
+            assert response.status_code == 400, (bad_filter, response.text)
+        long_name = "n" * 128
+        assert (await client.post("/v1/collections", json={"name": long_name})).status_code == 200
+        assert (
+            await client.post("/v1/collections", json={"name": "d", "description": "a\u0000b"})
+        ).status_code == 400
+
+
+async def test_usage_names_routes_not_collections(tiny_runtime: Any, tmp_path: Path) -> None:
+    key = create_key(tmp_path)
+    async with running_app(tiny_runtime, tmp_path) as (client, _):
+        name = "x" * 128
+        await client.post("/v1/collections", json={"name": name}, headers=bearer(key))
+        response = await client.post(
+            f"/v1/collections/{name}/search", json={"query": {"text": "a"}}, headers=bearer(key)
+        )
+        assert response.status_code == 200, response.text
+        usage = (await client.get("/v1/usage", headers=bearer(key))).json()
+        assert [row["endpoint"] for row in usage["data"]] == ["/v1/collections/{name}/search"]

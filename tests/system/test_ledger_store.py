@@ -4,7 +4,6 @@ double-counted, under concurrency too."""
 from __future__ import annotations
 
 import itertools
-import os
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
@@ -249,7 +248,8 @@ def test_holds_of_a_process_that_stopped_heartbeating_stop_counting(
     from clipserve.store.instances import Instance
 
     accounts = AccountStore(database, clock)
-    crashed = LedgerStore(database, clock, LedgerTimeouts(instance_liveness_s=30), Instance(pid=os.getpid()))
+    # pid 1 is alive, so only the missed heartbeats can tell that this one is gone
+    crashed = LedgerStore(database, clock, LedgerTimeouts(instance_liveness_s=30), Instance(pid=1))
     survivor = LedgerStore(database, clock, LedgerTimeouts(instance_liveness_s=30))
     account, key, _ = accounts.open_account("kim", 100)
     crashed.admit(_admission(account.id, key.id, 100))
@@ -279,3 +279,19 @@ def test_on_sqlite_a_dead_pid_frees_its_holds_and_idempotency_keys_at_once(
     dead.admit(_admission(account.id, key.id, 100, idempotency_key="k", fingerprint="f"))
     again = restarted.admit(_admission(account.id, key.id, 100, idempotency_key="k", fingerprint="f"))
     assert again.replay is None  # taken over, not "still running"
+
+
+def test_concurrent_sign_ups_from_one_address_respect_the_limit(
+    stores: tuple[AccountStore, LedgerStore],
+) -> None:
+    accounts, _ = stores
+
+    def attempt(i: int) -> bool:
+        try:
+            accounts.sign_up("10.9.9.9", f"racer{i}", 1_000, per_address_per_day=3)
+        except RateLimitExceededError:
+            return False
+        return True
+
+    with ThreadPoolExecutor(10) as pool:
+        assert sum(pool.map(attempt, range(10))) == 3

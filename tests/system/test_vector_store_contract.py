@@ -135,3 +135,19 @@ def test_collections_are_separate_and_dropping_one_removes_its_items(
     store.create_collection("c_other")
     assert store.count("c_other") == 0
     assert store.count("c_test") == 50
+
+
+def test_concurrent_upserts_of_the_same_ids_all_succeed(filled: tuple[VectorStore, np.ndarray]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    store, vectors = filled
+
+    def write(round_: int) -> None:
+        store.upsert("c_test", [StoredItem(f"item-{i}", vectors[i], {"round": round_}) for i in range(20)])
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(write, range(8)))
+    assert store.count("c_test") == 50
+    assert {item.metadata["round"] for item in store.get("c_test", [f"item-{i}" for i in range(20)])} <= set(
+        range(8)
+    )

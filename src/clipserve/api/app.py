@@ -128,8 +128,11 @@ async def _open_accounts(context: AppContext) -> AsyncIterator[None]:
     )
     await loop.run_in_executor(pool, ledger.heartbeat)
     context.vectors = await loop.run_in_executor(pool, lambda: open_vector_store(settings, database))
-    context.db_pool = pool
-    upkeep = asyncio.create_task(_ledger_upkeep(ledger, pool))
+    # Collections get their own threads (a large index load must not stall auth and billing), and the
+    # heartbeat its own (a late heartbeat would make other replicas think this one dead).
+    context.db_pool = ThreadPoolExecutor(4, thread_name_prefix="clipserve-vectors")
+    upkeep_thread = ThreadPoolExecutor(1, thread_name_prefix="clipserve-upkeep")
+    upkeep = asyncio.create_task(_ledger_upkeep(ledger, upkeep_thread))
     try:
         yield
     finally:
@@ -137,6 +140,8 @@ async def _open_accounts(context: AppContext) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await upkeep
         context.vectors.close()
+        context.db_pool.shutdown(wait=True)
+        upkeep_thread.shutdown(wait=True)
         pool.shutdown(wait=True)
         if owned:
             database.close()

@@ -41,7 +41,7 @@ class AppContext:
     classification: ClassificationService | None = None
     ranking: RankService | None = None
     compute_pool: ThreadPoolExecutor | None = None
-    db_pool: ThreadPoolExecutor | None = None
+    db_pool: ThreadPoolExecutor | None = None  # collections' store calls
     database: Database | None = None
     accounts: AccountStore | None = None
     ledger: LedgerStore | None = None

@@ -41,7 +41,8 @@ async def metered_response(
         raise ServiceUnavailableError("the service is starting up; retry shortly")
     idempotency_key = _idempotency_key(request)
     fingerprint = await _fingerprint(request) if idempotency_key is not None else None
-    endpoint = request.url.path
+    route = request.scope.get("route")
+    endpoint = getattr(route, "path", request.url.path)  # the template: no collection names in the ledger
     metered = await meter.admit(
         caller, request.state.request_id, endpoint, bound, idempotency_key, fingerprint
     )

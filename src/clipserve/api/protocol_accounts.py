@@ -5,9 +5,19 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_nul)]
+Dollars = Annotated[Decimal, Field(ge=0, le=Decimal(1_000_000_000))]
 
 
 class RateLimitInfo(BaseModel):
@@ -57,7 +67,7 @@ class UsageResponse(BaseModel):
 
 
 class SignupRequest(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
 
 
 class AccountInfo(BaseModel):
@@ -93,23 +103,27 @@ class NewKeyResponse(BaseModel):
 
 
 class CreateKeyRequest(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     account_id: int | None = Field(default=None, description="Add the key to this account (else a new one).")
-    credit: Decimal = Field(default=Decimal(0), ge=0, description="Dollars granted to the account.")
+    credit: Dollars = Field(default=Decimal(0), description="Dollars granted to the account.")
     admin: bool = False
-    expires_in_days: float | None = Field(default=None, gt=0)
-    requests_per_minute: int | None = Field(default=None, ge=0)
-    images_per_minute: int | None = Field(default=None, ge=0)
+    expires_in_days: float | None = Field(default=None, gt=0, le=36_500)
+    requests_per_minute: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    images_per_minute: int | None = Field(default=None, ge=0, le=2**31 - 1)
 
 
 class CreateAccountRequest(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
-    credit: Decimal = Field(default=Decimal(0), ge=0)
+    name: Name
+    credit: Dollars = Decimal(0)
 
 
 class GrantRequest(BaseModel):
-    credit: Decimal = Field(description="Dollars to add (negative: remove).")
-    note: str | None = Field(default=None, max_length=500)
+    credit: Decimal = Field(
+        ge=-Decimal(1_000_000_000),
+        le=Decimal(1_000_000_000),
+        description="Dollars to add (negative: remove).",
+    )
+    note: Annotated[str, Field(max_length=500), AfterValidator(_no_nul)] | None = None
 
 
 class AccountList(BaseModel):

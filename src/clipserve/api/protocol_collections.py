@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from clipserve.api.protocol import ErrorDetail
+from clipserve.api.protocol_accounts import _no_nul
 
 
 class CreateCollectionRequest(BaseModel):
     name: str
-    description: str | None = Field(default=None, max_length=1000)
+    description: Annotated[str, Field(max_length=1000), AfterValidator(_no_nul)] | None = None
 
 
 class Collection(BaseModel):

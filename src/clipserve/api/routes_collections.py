@@ -104,7 +104,7 @@ async def add_items(
     return await metered_response(request, caller, service.usage_bound(planned), produce)
 
 
-@router.get("/v1/collections/{name}/items/{item_id}", response_model=Item)
+@router.get("/v1/collections/{name}/items/{item_id:path}", response_model=Item)
 async def get_item(
     name: str, item_id: str, caller: CallerDep, service: ServiceDep, include_vector: bool = False
 ) -> Item:
@@ -112,7 +112,7 @@ async def get_item(
     return Item(id=item.id, metadata=item.metadata, vector=item.vector.tolist() if include_vector else None)
 
 
-@router.delete("/v1/collections/{name}/items/{item_id}", response_model=Deleted)
+@router.delete("/v1/collections/{name}/items/{item_id:path}", response_model=Deleted)
 async def delete_item(name: str, item_id: str, caller: CallerDep, service: ServiceDep) -> Deleted:
     await service.delete_item(_owner(caller), name, item_id)
     return Deleted(id=item_id, object="collection.item")

@@ -19,7 +19,7 @@ from clipserve.errors import ClipserveError, InvalidRequestError, NotFoundError
 from clipserve.service.embeddings import EmbeddingService
 from clipserve.service.inputs import ImageItem, InputItem, InputLimits, TextItem, parse_item
 from clipserve.service.pricing import Usage, usage_bound
-from clipserve.store.collections import CollectionCatalogue, CollectionRecord
+from clipserve.store.collections import CollectionCatalogue, CollectionRecord, new_store_key
 from clipserve.vectors.base import DIMENSIONS, Hit, StoredItem, VectorStore
 from clipserve.vectors.filters import Filter
 
@@ -88,13 +88,18 @@ def unit_vector(raw: Any, param: str) -> np.ndarray:
     """A caller's vector: 512 finite numbers, L2-normalised here so scores are cosines."""
     if not isinstance(raw, list) or len(raw) != DIMENSIONS:
         raise InvalidRequestError(f"a vector must be a list of {DIMENSIONS} numbers", param=param)
-    if not all(isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in raw):
-        raise InvalidRequestError("a vector must hold finite numbers only", param=param)
-    vector = np.asarray(raw, dtype=np.float32)
-    norm = float(np.linalg.norm(vector))
-    if norm == 0.0:
+    if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in raw):
+        raise InvalidRequestError("a vector must hold numbers only", param=param)
+    try:
+        wide = np.asarray(raw, dtype=np.float64)
+    except OverflowError as exc:
+        raise InvalidRequestError("a vector holds a number too large for float32", param=param) from exc
+    if not np.isfinite(wide).all() or np.abs(wide).max() > float(np.finfo(np.float32).max):
+        raise InvalidRequestError("a vector must hold finite float32 numbers", param=param)
+    norm = float(np.linalg.norm(wide))
+    if norm == 0.0 or not math.isfinite(norm):
         raise InvalidRequestError("a vector must not be all zeros", param=param)
-    return vector / norm
+    return (wide / norm).astype(np.float32)
 
 
 class CollectionService:
@@ -122,11 +127,15 @@ class CollectionService:
                 "a collection name is 1-128 letters, digits, '_', '-' or '.', starting with a letter or digit",
                 param="name",
             )
-        record = await self._run(lambda: self._catalogue.create(owner, name, description))
+        await self._run(lambda: self._catalogue.check_free(owner, name))
+        key = new_store_key()
+        # The store first: a crash in between leaves an orphan store collection nobody sees, never a
+        # catalogue entry without storage.
+        await self._run(lambda: self.vectors.create_collection(key))
         try:
-            await self._run(lambda: self.vectors.create_collection(record.store_key))
+            record = await self._run(lambda: self._catalogue.create(owner, name, description, key))
         except BaseException:
-            await self._run(lambda: self._catalogue.delete(record))
+            await self._run(lambda: self.vectors.drop_collection(key))
             raise
         return CollectionInfo(record, 0)
 
@@ -245,7 +254,7 @@ class CollectionService:
         if kind == "vector":
             return unit_vector(value, "query.vector")
         if kind == "id":
-            if not isinstance(value, str) or not value:
+            if not isinstance(value, str) or not value or "\x00" in value:
                 raise InvalidRequestError("query.id must be a non-empty string", param="query.id")
             return value
         return parse_item({kind: value}, "query", self._input_limits)
@@ -266,9 +275,9 @@ class CollectionService:
                 raise InvalidRequestError(f"unknown fields {sorted(unknown)}", param=param)
             if item_id is None:
                 item_id = uuid.uuid4().hex
-            if not isinstance(item_id, str) or not 1 <= len(item_id) <= _MAX_ID_LENGTH:
+            if not isinstance(item_id, str) or not 1 <= len(item_id) <= _MAX_ID_LENGTH or "\x00" in item_id:
                 raise InvalidRequestError(
-                    f"id must be a string of 1 to {_MAX_ID_LENGTH} characters", param=f"{param}.id"
+                    f"id must be a string of 1 to {_MAX_ID_LENGTH} characters (no NUL)", param=f"{param}.id"
                 )
             sources = [key for key in ("text", "image", "vector") if key in raw]
             if len(sources) != 1:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, func, insert, select, text, update
 
 from clipserve.errors import NotFoundError, RateLimitExceededError
 from clipserve.service.api_keys import NewKey, generate_key
@@ -125,6 +125,8 @@ class AccountStore:
         """A new account + key with the free credit, unless this address signed up too often today."""
         now = self.clock()
         with self.db.write() as conn:
+            if not self.db.is_sqlite:  # SQLite's BEGIN IMMEDIATE already serializes; Postgres needs a lock
+                conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:address))"), {"address": address})
             since = now - timedelta(days=1)
             recent = conn.execute(
                 select(signups.c.created_at)

@@ -14,6 +14,11 @@ from clipserve.store.database import Database
 from clipserve.store.schema import collections
 
 
+def new_store_key() -> str:
+    """A collection's name inside the vector store (valid for Milvus too)."""
+    return f"c_{uuid.uuid4().hex}"
+
+
 @dataclass(frozen=True)
 class CollectionRecord:
     id: int
@@ -28,8 +33,15 @@ class CollectionCatalogue:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def create(self, owner: str, name: str, description: str | None) -> CollectionRecord:
-        key = f"c_{uuid.uuid4().hex}"
+    def check_free(self, owner: str, name: str) -> None:
+        with self.db.read() as conn:
+            taken = conn.execute(
+                select(collections.c.id).where(collections.c.owner == owner, collections.c.name == name)
+            ).first()
+        if taken is not None:
+            raise ConflictError(f"a collection named {name!r} already exists", param="name")
+
+    def create(self, owner: str, name: str, description: str | None, key: str) -> CollectionRecord:
         try:
             with self.db.write() as conn:
                 conn.execute(

@@ -70,8 +70,13 @@ class Database:
             yield conn
 
     @contextmanager
-    def read(self) -> Iterator[Connection]:
-        with self.engine.connect().execution_options(clipserve_read_only=True) as conn, conn.begin():
+    def read(self, *, snapshot: bool = False) -> Iterator[Connection]:
+        """A read transaction; `snapshot=True` makes every statement see one snapshot on Postgres too
+        (REPEATABLE READ; SQLite's read transactions always do)."""
+        options: dict[str, object] = {"clipserve_read_only": True}
+        if snapshot and not self.is_sqlite:
+            options["isolation_level"] = "REPEATABLE READ"
+        with self.engine.connect().execution_options(**options) as conn, conn.begin():
             yield conn
 
     def migrate(self) -> None:

@@ -39,7 +39,9 @@ def register(conn: Connection, me: Instance, now: datetime) -> None:
 
 
 def heartbeat(conn: Connection, me: Instance, now: datetime) -> None:
-    conn.execute(update(instances).where(instances.c.id == me.id).values(heartbeat_at=now))
+    updated = conn.execute(update(instances).where(instances.c.id == me.id).values(heartbeat_at=now))
+    if updated.rowcount == 0:  # purged while this process was suspended: register again
+        register(conn, me, now)
 
 
 def live_instances(
@@ -53,8 +55,8 @@ def live_instances(
     ).all()
     live = {me.id}
     for instance_id, hostname, pid in rows:
-        if same_host_pids and hostname == me.hostname and pid != me.pid and not pid_alive(pid):
-            continue
+        if same_host_pids and hostname == me.hostname and (pid == me.pid or not pid_alive(pid)):
+            continue  # its pid is gone, or is now ours (a restarted container is pid 1 again)
         live.add(instance_id)
     return live
 

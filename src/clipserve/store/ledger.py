@@ -263,7 +263,7 @@ class LedgerStore:
             ]
 
     def audit(self, account_id: int) -> LedgerAudit:
-        with self.db.read() as conn:
+        with self.db.read(snapshot=True) as conn:  # the account row and the sums from one snapshot
             account = conn.execute(select(accounts).where(accounts.c.id == account_id)).mappings().one()
             total, grants, charges = conn.execute(
                 select(

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, delete, func, insert, select, update
 
+from clipserve.errors import NotFoundError
 from clipserve.store.database import Database
 from clipserve.store.schema import collection_items, vector_collections
 from clipserve.vectors.base import DIMENSIONS, Hit, StoredItem
@@ -54,6 +55,7 @@ class EmbeddedVectorStore:
         now = datetime.now(UTC)
         ids = [item.id for item in items]
         with self._db.write() as conn:
+            self._lock(conn, key)
             self._delete_rows(conn, key, ids)
             rows = [
                 {
@@ -83,7 +85,10 @@ class EmbeddedVectorStore:
 
     def delete(self, key: str, ids: list[str]) -> int:
         with self._db.write() as conn:
+            self._lock(conn, key)
             deleted = self._delete_rows(conn, key, ids)
+            if not deleted:
+                return 0
             version = self._bump(conn, key)
         self._apply(key, version, lambda index: index.delete(ids))
         return deleted
@@ -132,6 +137,16 @@ class EmbeddedVectorStore:
 
     # internals
 
+    @staticmethod
+    def _lock(conn: Connection, key: str) -> None:
+        """Serialize writers of one collection (Postgres: the row lock; SQLite: already one writer), so two
+        upserts of one id never both insert it; a missing collection is a 404."""
+        found = conn.execute(
+            select(vector_collections.c.key).where(vector_collections.c.key == key).with_for_update()
+        ).first()
+        if found is None:
+            raise NotFoundError("this collection no longer exists", code="collection_not_found")
+
     def _delete_rows(self, conn: Connection, key: str, ids: list[str]) -> int:
         deleted = 0
         for start in range(0, len(ids), _UPSERT_CHUNK):
@@ -179,7 +194,7 @@ class EmbeddedVectorStore:
         """The loaded index of the collection, (re)loaded if missing or stale."""
         version = self._version(key)
         if version is None:
-            raise KeyError(key)
+            raise NotFoundError("this collection no longer exists", code="collection_not_found")
         loaded = self._loaded.get(key)
         if loaded is not None and loaded.version == version:
             return loaded

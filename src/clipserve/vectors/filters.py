@@ -9,6 +9,7 @@ filters; the keys of one object are ANDed. Fields are metadata keys (dots reach 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -99,7 +100,13 @@ def _field_conditions(field: str, value: Any, param: str) -> list[Filter]:
 
 
 def _scalar(value: Any, param: str) -> Scalar:
-    if isinstance(value, str | bool | int | float) and not (isinstance(value, float) and value != value):
+    if isinstance(value, bool | str):
+        if isinstance(value, str) and "\x00" in value:
+            raise InvalidRequestError("filter strings must not contain NUL characters", param=param)
+        return value
+    if isinstance(value, int) and -(2**63) <= value < 2**63:
+        return value
+    if isinstance(value, float) and math.isfinite(value):
         return value
     raise InvalidRequestError("filter values must be strings, numbers or booleans", param=param)
 

@@ -139,7 +139,7 @@ class MemoryIndex:
         if self._size - len(self._row_of) > 0:
             self._compact()
         live = len(self._row_of)
-        lists = int(max(64, min(16_384, 2 * np.sqrt(live))))
+        lists = int(max(1, min(16_384, 2 * np.sqrt(live), live // 39)))  # FAISS wants >= 39 points per list
         quantizer = faiss.IndexFlatIP(DIMENSIONS)
         ivf = faiss.IndexIVFFlat(quantizer, DIMENSIONS, lists, faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(0)
