@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, func, insert, select, text, update
+from sqlalchemy import Connection, bindparam, func, insert, select, text, update
 
 from clipserve.errors import NotFoundError, RateLimitExceededError
 from clipserve.service.api_keys import NewKey, generate_key
@@ -206,12 +206,15 @@ class AccountStore:
         return KeyRecord(**row)
 
 
+_LOCK_ACCOUNT = (
+    select(accounts.c.balance_micros).where(accounts.c.id == bindparam("account_id")).with_for_update()
+)
+
+
 def lock_account(conn: Connection, account_id: int) -> int:
     """Lock the account row until commit (Postgres: FOR UPDATE; SQLite: BEGIN IMMEDIATE already holds the
     database's write lock). Returns the balance."""
-    row = conn.execute(
-        select(accounts.c.balance_micros).where(accounts.c.id == account_id).with_for_update()
-    ).first()
+    row = conn.execute(_LOCK_ACCOUNT, {"account_id": account_id}).first()
     if row is None:
         raise NotFoundError(f"no account with id {account_id}")
     return int(row[0])

@@ -7,7 +7,7 @@ import zlib
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import Connection, and_, case, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, case, delete, func, insert, select, update
 
 from clipserve.errors import (
     IdempotencyConflictError,
@@ -23,6 +23,36 @@ from clipserve.store.database import Database
 from clipserve.store.instances import Instance
 from clipserve.store.records import LedgerAudit, UsageRow
 from clipserve.store.schema import accounts, holds, idempotency, ledger, rate_windows
+
+# The hot path's statements, built once: SQLAlchemy then skips building and keying them per request, which
+# was a third of a metered request's CPU time here.
+_HELD = select(func.coalesce(func.sum(holds.c.amount_micros), 0)).where(
+    holds.c.account_id == bindparam("account_id"),
+    holds.c.expires_at > bindparam("now"),
+    holds.c.instance_id.in_(bindparam("live", expanding=True)),
+)
+_INSERT_HOLD = insert(holds)
+_DELETE_HOLD = delete(holds).where(holds.c.charge_id == bindparam("charge_id"))
+_INSERT_LEDGER = insert(ledger)
+_CHARGE_ACCOUNT = (
+    update(accounts)
+    .where(accounts.c.id == bindparam("account_id"))
+    .values(
+        charged_micros=accounts.c.charged_micros + bindparam("cost"),
+        balance_micros=accounts.c.balance_micros - bindparam("cost"),
+    )
+)
+_RATE_WINDOWS = select(rate_windows).where(
+    rate_windows.c.key_id == bindparam("key_id"), rate_windows.c.minute >= bindparam("since")
+)
+_COUNT_REQUEST = (
+    update(rate_windows)
+    .where(
+        rate_windows.c.key_id == bindparam("window_key"), rate_windows.c.minute == bindparam("this_minute")
+    )
+    .values(requests=rate_windows.c.requests + 1, images=rate_windows.c.images + bindparam("added_images"))
+)
+_INSERT_WINDOW = insert(rate_windows)
 
 
 @dataclass(frozen=True)
@@ -133,11 +163,7 @@ class LedgerStore:
                 if not outcome.allowed:
                     raise _rate_limited(name, outcome, request, rate_limit_headers(requests, images))
             held = conn.execute(
-                select(func.coalesce(func.sum(holds.c.amount_micros), 0)).where(
-                    holds.c.account_id == request.account_id,
-                    holds.c.expires_at > now,
-                    holds.c.instance_id.in_(live),
-                )
+                _HELD, {"account_id": request.account_id, "now": now, "live": sorted(live)}
             ).scalar_one()
             available = balance - int(held)
             if available < request.estimate_micros:
@@ -149,13 +175,14 @@ class LedgerStore:
             if limited:
                 self._count(conn, request, now)
             conn.execute(
-                insert(holds).values(
-                    charge_id=request.charge_id,
-                    account_id=request.account_id,
-                    amount_micros=request.estimate_micros,
-                    instance_id=self.instance.id,
-                    expires_at=now + timedelta(seconds=self.timeouts.hold_s),
-                )
+                _INSERT_HOLD,
+                {
+                    "charge_id": request.charge_id,
+                    "account_id": request.account_id,
+                    "amount_micros": request.estimate_micros,
+                    "instance_id": self.instance.id,
+                    "expires_at": now + timedelta(seconds=self.timeouts.hold_s),
+                },
             )
             if request.idempotency_key is not None:
                 conn.execute(
@@ -179,23 +206,18 @@ class LedgerStore:
             # Lock the account before anything else, as admit does: the ledger row's foreign key takes a
             # share lock on the account, which would deadlock against an admit waiting for FOR UPDATE.
             lock_account(conn, charge.account_id)
-            conn.execute(delete(holds).where(holds.c.charge_id == charge.charge_id))
+            conn.execute(_DELETE_HOLD, {"charge_id": charge.charge_id})
             conn.execute(
-                insert(ledger).values(
-                    account_id=charge.account_id, key_id=charge.key_id, kind="charge",
-                    amount_micros=-charge.cost_micros, charge_id=charge.charge_id, request_id=charge.request_id,
-                    idempotency_key=charge.idempotency_key, endpoint=charge.endpoint,
-                    images=charge.images, tokens=charge.tokens, created_at=now, day=now.date(),
-                )
+                _INSERT_LEDGER,
+                {
+                    "account_id": charge.account_id, "key_id": charge.key_id, "kind": "charge",
+                    "amount_micros": -charge.cost_micros, "charge_id": charge.charge_id,
+                    "request_id": charge.request_id, "idempotency_key": charge.idempotency_key,
+                    "endpoint": charge.endpoint, "images": charge.images, "tokens": charge.tokens,
+                    "note": None, "created_at": now, "day": now.date(),
+                },
             )  # fmt: skip
-            conn.execute(
-                update(accounts)
-                .where(accounts.c.id == charge.account_id)
-                .values(
-                    charged_micros=accounts.c.charged_micros + charge.cost_micros,
-                    balance_micros=accounts.c.balance_micros - charge.cost_micros,
-                )
-            )
+            conn.execute(_CHARGE_ACCOUNT, {"account_id": charge.account_id, "cost": charge.cost_micros})
             if charge.idempotency_key is not None and charge.response is not None:
                 conn.execute(
                     update(idempotency)
@@ -215,7 +237,7 @@ class LedgerStore:
     def release(self, charge_id: str, key_id: int, idempotency_key: str | None) -> None:
         """A request that failed costs nothing: drop its hold and its pending Idempotency-Key."""
         with self.db.write() as conn:
-            conn.execute(delete(holds).where(holds.c.charge_id == charge_id))
+            conn.execute(_DELETE_HOLD, {"charge_id": charge_id})
             if idempotency_key is not None:
                 conn.execute(
                     delete(idempotency).where(
@@ -340,11 +362,7 @@ class LedgerStore:
         elapsed = now.timestamp() - minute * 60
         rows = {
             row.minute: row
-            for row in conn.execute(
-                select(rate_windows).where(
-                    rate_windows.c.key_id == request.key_id, rate_windows.c.minute >= minute - 1
-                )
-            )
+            for row in conn.execute(_RATE_WINDOWS, {"key_id": request.key_id, "since": minute - 1})
         }
         previous, current = rows.get(minute - 1), rows.get(minute)
         request_counts = WindowCounts(
@@ -359,17 +377,14 @@ class LedgerStore:
     def _count(self, conn: Connection, request: AdmissionRequest, now: datetime) -> None:
         """Add this request to its key's current window (the account lock makes read-then-write safe)."""
         minute = int(now.timestamp() // 60)
-        where = and_(rate_windows.c.key_id == request.key_id, rate_windows.c.minute == minute)
         updated = conn.execute(
-            update(rate_windows)
-            .where(where)
-            .values(requests=rate_windows.c.requests + 1, images=rate_windows.c.images + request.images)
+            _COUNT_REQUEST,
+            {"window_key": request.key_id, "this_minute": minute, "added_images": request.images},
         )
         if updated.rowcount == 0:
             conn.execute(
-                insert(rate_windows).values(
-                    key_id=request.key_id, minute=minute, requests=1, images=request.images
-                )
+                _INSERT_WINDOW,
+                {"key_id": request.key_id, "minute": minute, "requests": 1, "images": request.images},
             )
 
 
