@@ -18,7 +18,7 @@ from clipserve.service.pricing import dollars_to_micros, micros_to_dollars
 from clipserve.store.accounts import AccountStore
 from clipserve.store.database import Database
 from clipserve.store.ledger import LedgerStore
-from clipserve.store.records import KeyOptions, KeyRecord
+from clipserve.store.records import KeyOptions
 
 STORE_SETTINGS = ("data_dir", "database_url", "log_level")
 Handler = Callable[[AccountStore, LedgerStore, argparse.Namespace], int]
@@ -99,14 +99,9 @@ def _create(accounts: AccountStore, _ledger: LedgerStore, args: argparse.Namespa
         requests_per_minute=args.requests_per_minute,
         images_per_minute=args.images_per_minute,
     )
-    credit = dollars_to_micros(args.credit)
-    if args.account is None:
-        account, key, plaintext = accounts.open_account(args.name, credit, options)
-    else:
-        if credit:
-            accounts.grant(args.account, credit, "credit with a new key")
-        key, plaintext = accounts.create_key(args.account, args.name, options)
-        account = accounts.get_account(args.account)
+    account, key, plaintext = accounts.issue_key(
+        args.name, dollars_to_micros(args.credit), options, args.account
+    )
     print(plaintext)  # the only time the key is ever shown
     print(
         f"key {key.id} ({display_prefix(key.prefix)}{', admin' if key.is_admin else ''}) for account "
@@ -115,12 +110,6 @@ def _create(accounts: AccountStore, _ledger: LedgerStore, args: argparse.Namespa
         file=sys.stderr,
     )
     return 0
-
-
-def _key_status(key: KeyRecord, now: datetime) -> str:
-    if key.revoked_at is not None:
-        return "revoked"
-    return "active" if key.usable_at(now) else "expired"
 
 
 def _list(accounts: AccountStore, _ledger: LedgerStore, args: argparse.Namespace) -> int:
@@ -135,7 +124,7 @@ def _list(accounts: AccountStore, _ledger: LedgerStore, args: argparse.Namespace
             "account": balances[key.account_id].name,
             "balance": str(micros_to_dollars(balances[key.account_id].balance_micros)),
             "admin": key.is_admin,
-            "status": _key_status(key, now),
+            "status": key.status(now),
             "expires_at": key.expires_at.isoformat() if key.expires_at else None,
         }
         for key in accounts.list_keys(args.account)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from typing import Literal
 
 from clipserve.api.protocol_accounts import AccountInfo, KeyInfo, UsageLine, UsageResponse
 from clipserve.errors import InvalidRequestError
@@ -36,20 +35,13 @@ def account_info(account: AccountRecord) -> AccountInfo:
 
 
 def key_info(key: KeyRecord, now: datetime) -> KeyInfo:
-    status: Literal["active", "revoked", "expired"]
-    if key.revoked_at is not None:
-        status = "revoked"
-    elif key.expires_at is not None and key.expires_at <= now:
-        status = "expired"
-    else:
-        status = "active"
     return KeyInfo(
         id=key.id,
         account_id=key.account_id,
         name=key.name,
         label=display_prefix(key.prefix),
         is_admin=key.is_admin,
-        status=status,
+        status=key.status(now),
         created_at=int(key.created_at.timestamp()),
         expires_at=epoch(key.expires_at),
         revoked_at=epoch(key.revoked_at),

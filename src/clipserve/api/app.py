@@ -105,7 +105,8 @@ async def _open_accounts(context: AppContext) -> AsyncIterator[None]:
     database = context.database or Database(settings.resolved_database_url)
     pool = ThreadPoolExecutor(4, thread_name_prefix="clipserve-db")
     loop = asyncio.get_running_loop()
-    await loop.run_in_executor(pool, database.migrate)
+    if owned:  # a database handed in (clipserve serve) was migrated by whoever opened it
+        await loop.run_in_executor(pool, database.migrate)
     accounts = AccountStore(database)
     ledger = LedgerStore(
         database, timeouts=LedgerTimeouts(settings.credit_hold_s, settings.idempotency_ttl_s)
@@ -130,7 +131,8 @@ async def _open_accounts(context: AppContext) -> AsyncIterator[None]:
     context.vectors = await loop.run_in_executor(pool, lambda: open_vector_store(settings, database))
     # Collections get their own threads (a large index load must not stall auth and billing), and the
     # heartbeat its own (a late heartbeat would make other replicas think this one dead).
-    context.db_pool = ThreadPoolExecutor(4, thread_name_prefix="clipserve-vectors")
+    context.store_pool = pool
+    context.vector_pool = ThreadPoolExecutor(4, thread_name_prefix="clipserve-vectors")
     upkeep_thread = ThreadPoolExecutor(1, thread_name_prefix="clipserve-upkeep")
     upkeep = asyncio.create_task(_ledger_upkeep(ledger, upkeep_thread))
     try:
@@ -140,7 +142,7 @@ async def _open_accounts(context: AppContext) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await upkeep
         context.vectors.close()
-        context.db_pool.shutdown(wait=True)
+        context.vector_pool.shutdown(wait=True)
         upkeep_thread.shutdown(wait=True)
         pool.shutdown(wait=True)
         if owned:
@@ -216,13 +218,13 @@ async def _running_services(context: AppContext) -> AsyncIterator[None]:
         embeddings, min(settings.max_rank_documents, settings.max_items_per_request - 1)
     )
     assert context.vectors is not None
-    assert context.db_pool is not None
+    assert context.vector_pool is not None
     assert context.database is not None  # the accounts lifespan opened it
     context.collections = CollectionService(
         CollectionCatalogue(context.database),
         context.vectors,
         embeddings,
-        context.db_pool,
+        context.vector_pool,
         context.input_limits,
         CollectionLimits(settings.max_collection_items_per_request, settings.max_metadata_bytes),
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -26,6 +28,7 @@ from clipserve.store.ledger import LedgerStore
 from clipserve.vectors.base import VectorStore
 
 ServiceT = TypeVar("ServiceT")
+T = TypeVar("T")
 
 
 @dataclass
@@ -41,7 +44,8 @@ class AppContext:
     classification: ClassificationService | None = None
     ranking: RankService | None = None
     compute_pool: ThreadPoolExecutor | None = None
-    db_pool: ThreadPoolExecutor | None = None  # collections' store calls
+    store_pool: ThreadPoolExecutor | None = None  # accounts and ledger calls
+    vector_pool: ThreadPoolExecutor | None = None  # collections' vector-store calls
     database: Database | None = None
     accounts: AccountStore | None = None
     ledger: LedgerStore | None = None
@@ -86,3 +90,9 @@ def get_ledger(request: Request) -> LedgerStore:
 
 def get_collection_service(request: Request) -> CollectionService:
     return _started(get_context(request).collections)
+
+
+async def run_store(request: Request, call: Callable[[], T]) -> T:
+    """Run a blocking accounts/ledger call on the store's threads."""
+    pool = _started(get_context(request).store_pool)
+    return await asyncio.get_running_loop().run_in_executor(pool, call)

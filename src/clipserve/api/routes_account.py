@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from clipserve.api.account_views import account_info, dollars, key_info, usage_range, usage_response
 from clipserve.api.auth import CallerDep
-from clipserve.api.dependencies import AppContext, get_context, get_ledger
+from clipserve.api.dependencies import AppContext, get_context, get_ledger, run_store
 from clipserve.api.protocol import ErrorResponse
 from clipserve.api.protocol_accounts import (
     KeyStatus,
@@ -46,7 +46,7 @@ async def key_status(caller: CallerDep, request: Request) -> KeyStatusResponse:
     assert context.accounts is not None
     assert context.meter is not None
     accounts, limits = context.accounts, context.meter.limits
-    account = await context.meter.run(lambda: accounts.get_account(key.account_id))
+    account = await run_store(request, lambda: accounts.get_account(key.account_id))
     info = key_info(key, accounts.clock())
     return KeyStatusResponse(
         data=KeyStatus(
@@ -83,9 +83,7 @@ async def usage(
         raise PermissionDeniedError("only admin keys can read another account's usage")
     target = account_id if account_id is not None else key.account_id
     start, end = usage_range(start_date, end_date)
-    meter = get_context(request).meter
-    assert meter is not None
-    rows = await meter.run(lambda: ledger.usage(target, start, end))
+    rows = await run_store(request, lambda: ledger.usage(target, start, end))
     return usage_response(target, start, end, rows)
 
 
@@ -99,8 +97,8 @@ async def sign_up(
     accounts = context.accounts
     address = request.client.host if request.client else "unknown"
     credit = dollars_to_micros(settings.signup_credit)
-    account, key, plaintext = await context.meter.run(
-        lambda: accounts.sign_up(address, body.name, credit, settings.signups_per_address_per_day)
+    account, key, plaintext = await run_store(
+        request, lambda: accounts.sign_up(address, body.name, credit, settings.signups_per_address_per_day)
     )
     if context.authenticator is not None:
         context.authenticator.key_created()

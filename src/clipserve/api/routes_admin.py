@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
 from clipserve.api.account_views import account_info, key_info, usage_range, usage_response
 from clipserve.api.auth import get_admin
-from clipserve.api.dependencies import get_accounts, get_context, get_ledger
+from clipserve.api.dependencies import get_accounts, get_context, get_ledger, run_store
 from clipserve.api.protocol import ErrorResponse
 from clipserve.api.protocol_accounts import (
     AccountInfo,
@@ -33,19 +32,12 @@ from clipserve.store.accounts import AccountStore
 from clipserve.store.ledger import LedgerStore
 from clipserve.store.records import KeyOptions
 
-T = TypeVar("T")
 router = APIRouter(
     tags=["admin"],
     dependencies=[Depends(get_admin)],
     responses={code: {"model": ErrorResponse} for code in (400, 401, 403, 404)},
 )
 AccountsDep = Annotated[AccountStore, Depends(get_accounts)]
-
-
-async def _run(request: Request, call: Callable[[], T]) -> T:
-    meter = get_context(request).meter
-    assert meter is not None
-    return await meter.run(call)
 
 
 def _micros(dollars: object, param: str) -> int:
@@ -57,13 +49,13 @@ def _micros(dollars: object, param: str) -> int:
 
 @router.get("/v1/admin/accounts", response_model=AccountList)
 async def list_accounts(request: Request, accounts: AccountsDep) -> AccountList:
-    return AccountList(data=[account_info(a) for a in await _run(request, accounts.list_accounts)])
+    return AccountList(data=[account_info(a) for a in await run_store(request, accounts.list_accounts)])
 
 
 @router.post("/v1/admin/accounts", response_model=AccountInfo)
 async def create_account(body: CreateAccountRequest, request: Request, accounts: AccountsDep) -> AccountInfo:
     credit = _micros(body.credit, "credit")
-    return account_info(await _run(request, lambda: accounts.create_account(body.name, credit)))
+    return account_info(await run_store(request, lambda: accounts.create_account(body.name, credit)))
 
 
 @router.post("/v1/admin/accounts/{account_id}/grants", response_model=AccountInfo)
@@ -71,14 +63,14 @@ async def grant_credit(
     account_id: int, body: GrantRequest, request: Request, accounts: AccountsDep
 ) -> AccountInfo:
     credit = _micros(body.credit, "credit")
-    return account_info(await _run(request, lambda: accounts.grant(account_id, credit, body.note)))
+    return account_info(await run_store(request, lambda: accounts.grant(account_id, credit, body.note)))
 
 
 @router.get("/v1/admin/keys", response_model=KeyList)
 async def list_keys(
     request: Request, accounts: AccountsDep, account_id: Annotated[int | None, Query()] = None
 ) -> KeyList:
-    keys = await _run(request, lambda: accounts.list_keys(account_id))
+    keys = await run_store(request, lambda: accounts.list_keys(account_id))
     now = accounts.clock()
     return KeyList(data=[key_info(key, now) for key in keys])
 
@@ -92,16 +84,9 @@ async def create_key(body: CreateKeyRequest, request: Request, accounts: Account
         requests_per_minute=body.requests_per_minute,
         images_per_minute=body.images_per_minute,
     )
-    account_id = body.account_id
-    if account_id is None:
-        account, key, plaintext = await _run(
-            request, lambda: accounts.open_account(body.name, credit, options)
-        )
-    else:
-        if credit:
-            await _run(request, lambda: accounts.grant(account_id, credit, "credit with a new key"))
-        key, plaintext = await _run(request, lambda: accounts.create_key(account_id, body.name, options))
-        account = await _run(request, lambda: accounts.get_account(account_id))
+    account, key, plaintext = await run_store(
+        request, lambda: accounts.issue_key(body.name, credit, options, body.account_id)
+    )
     return NewKeyResponse(
         key=plaintext, key_info=key_info(key, accounts.clock()), account=account_info(account)
     )
@@ -109,7 +94,7 @@ async def create_key(body: CreateKeyRequest, request: Request, accounts: Account
 
 @router.delete("/v1/admin/keys/{key_id}", response_model=KeyInfo)
 async def revoke_key(key_id: int, request: Request, accounts: AccountsDep) -> KeyInfo:
-    key = await _run(request, lambda: accounts.revoke_key(key_id))
+    key = await run_store(request, lambda: accounts.revoke_key(key_id))
     authenticator = get_context(request).authenticator
     if authenticator is not None:
         authenticator.forget(key.prefix)
@@ -125,7 +110,7 @@ async def usage_for_anyone(
     end_date: Annotated[date | None, Query()] = None,
 ) -> UsageResponse:
     start, end = usage_range(start_date, end_date)
-    rows = await _run(request, lambda: ledger.usage(account_id, start, end))
+    rows = await run_store(request, lambda: ledger.usage(account_id, start, end))
     return usage_response(account_id, start, end, rows)
 
 
@@ -138,7 +123,7 @@ async def billing_usage(
 ) -> BillingUsage:
     """All accounts' spend per day and endpoint, in cents, as OpenAI's former dashboard endpoint."""
     start, end = usage_range(start_date, end_date)
-    rows = await _run(request, lambda: ledger.usage(None, start, end))
+    rows = await run_store(request, lambda: ledger.usage(None, start, end))
     by_day: dict[date, list[BillingLineItem]] = defaultdict(list)
     for row in rows:
         by_day[row.day].append(BillingLineItem(name=row.endpoint, cost=row.cost_micros / 10_000))

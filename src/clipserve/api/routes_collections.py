@@ -27,7 +27,7 @@ from clipserve.api.protocol_collections import (
 )
 from clipserve.service.auth import Caller
 from clipserve.service.collections import CollectionInfo, CollectionService, SearchQuery, owner_of
-from clipserve.service.pricing import Usage
+from clipserve.service.pricing import Usage, usage_bound
 from clipserve.vectors.filters import parse_filter
 
 router = APIRouter(
@@ -128,7 +128,7 @@ async def search(name: str, body: SearchRequest, request: Request, caller: Calle
         where=parse_filter(body.filter),
         with_vectors=body.include_vectors,
     )
-    bound = Usage() if isinstance(parsed, str | np.ndarray) else service.usage_bound_of(parsed)
+    bound = Usage() if isinstance(parsed, str | np.ndarray) else usage_bound([parsed])
     owner = _owner(caller)
 
     async def produce() -> Answer:

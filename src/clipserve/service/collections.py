@@ -181,10 +181,6 @@ class CollectionService:
     def usage_bound(planned: Sequence[PlannedItem]) -> Usage:
         return usage_bound([p.source for p in planned if isinstance(p.source, TextItem | ImageItem)])
 
-    @staticmethod
-    def usage_bound_of(item: InputItem) -> Usage:
-        return usage_bound([item])
-
     async def add_items(self, owner: str, name: str, planned: list[PlannedItem]) -> AddResult:
         record = await self._run(lambda: self._catalogue.get(owner, name))
         embedded = await asyncio.gather(*(self._vector_of(item) for item in planned), return_exceptions=True)

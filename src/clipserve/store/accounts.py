@@ -54,25 +54,38 @@ class AccountStore:
         self, name: str, credit_micros: int, options: KeyOptions | None = None
     ) -> tuple[AccountRecord, KeyRecord, str]:
         """A new account with its first key (and credit), in one transaction."""
+        return self.issue_key(name, credit_micros, options)
+
+    # keys
+
+    def issue_key(
+        self,
+        name: str,
+        credit_micros: int = 0,
+        options: KeyOptions | None = None,
+        account_id: int | None = None,
+    ) -> tuple[AccountRecord, KeyRecord, str]:
+        """A new key, on `account_id` or on a new account named `name`, with `credit_micros` granted to that
+        account, in one transaction: (account, key, plaintext). The plaintext exists only in this return value."""
         with self.db.write() as conn:
-            account_id = self._insert_account(conn, name)
+            if account_id is None:
+                account_id = self._insert_account(conn, name)
+                note = "initial credit"
+            else:
+                lock_account(conn, account_id)
+                note = "credit with a new key"
             if credit_micros:
-                self._grant(conn, account_id, credit_micros, "initial credit")
+                self._grant(conn, account_id, credit_micros, note)
             new = generate_key()
             key_id = self._insert_key(conn, account_id, new, name, options or KeyOptions())
             return self._account(conn, account_id), self._key(conn, key_id), new.plaintext
 
-    # keys
-
     def create_key(
         self, account_id: int, name: str, options: KeyOptions | None = None
     ) -> tuple[KeyRecord, str]:
-        """A new key for the account: (record, plaintext). The plaintext exists only in this return value."""
-        with self.db.write() as conn:
-            self._account(conn, account_id)
-            new = generate_key()
-            key_id = self._insert_key(conn, account_id, new, name, options or KeyOptions())
-            return self._key(conn, key_id), new.plaintext
+        """A new key for an existing account: (record, plaintext)."""
+        _, key, plaintext = self.issue_key(name, 0, options, account_id)
+        return key, plaintext
 
     def find_key(self, prefix: str) -> KeyRecord | None:
         with self.db.read() as conn:
