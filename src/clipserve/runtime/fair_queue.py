@@ -1,0 +1,130 @@
+"""Round-robin across tenants: one tenant's backlog never stands in front of another tenant's next item.
+
+A tenant is any hashable key (the service uses the account id). `FairQueue` is the data structure (used by the
+batcher to build model batches); `FairExecutor` runs callables on worker threads in that order (used for image
+decoding), so a request of 2,048 images from one account does not delay another account's single image by
+2,048 decodes: it waits for at most one item per active tenant.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable, Iterator
+from concurrent.futures import Executor, Future
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class FairQueue(Generic[T]):
+    """FIFO per tenant; `pop` serves tenants in turn (round-robin), each from the front of its own queue."""
+
+    def __init__(self) -> None:
+        self._queues: OrderedDict[Hashable, deque[T]] = OrderedDict()
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __bool__(self) -> bool:
+        return self._size > 0
+
+    def push(self, tenant: Hashable, item: T) -> None:
+        queue = self._queues.get(tenant)
+        if queue is None:
+            queue = self._queues[tenant] = deque()
+        queue.append(item)
+        self._size += 1
+
+    def pop(self) -> T:
+        """The next item in round-robin order; IndexError when empty."""
+        if not self._queues:
+            raise IndexError("pop from an empty FairQueue")
+        tenant, queue = next(iter(self._queues.items()))
+        item = queue.popleft()
+        self._size -= 1
+        if queue:
+            self._queues.move_to_end(tenant)  # its next item waits for every other tenant's
+        else:
+            del self._queues[tenant]
+        return item
+
+    def heads(self) -> Iterator[T]:
+        """The front item of every tenant (the oldest items of the queue are among them)."""
+        for queue in self._queues.values():
+            yield queue[0]
+
+    def tenant_size(self, tenant: Hashable) -> int:
+        queue = self._queues.get(tenant)
+        return len(queue) if queue is not None else 0
+
+
+class FairExecutor:
+    """A thread pool whose work queue is a FairQueue: `for_tenant(key)` gives an Executor for one tenant."""
+
+    def __init__(self, workers: int, *, thread_name_prefix: str = "fair") -> None:
+        self._work: FairQueue[tuple[Future[Any], Callable[[], Any]]] = FairQueue()
+        self._ready = threading.Condition()
+        self._shutdown = False
+        self._threads = [
+            threading.Thread(target=self._worker, name=f"{thread_name_prefix}_{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def for_tenant(self, tenant: Hashable) -> Executor:
+        return _TenantExecutor(self, tenant)
+
+    def submit_for(self, tenant: Hashable, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Future[R]:
+        future: Future[R] = Future()
+        with self._ready:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new work after shutdown")
+            self._work.push(tenant, (future, lambda: fn(*args, **kwargs)))
+            self._ready.notify()
+        return future
+
+    @property
+    def backlog(self) -> int:
+        with self._ready:
+            return len(self._work)
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Finish what was submitted, then stop the workers."""
+        with self._ready:
+            self._shutdown = True
+            self._ready.notify_all()
+        if wait:
+            for thread in self._threads:
+                thread.join()
+
+    def _worker(self) -> None:
+        while True:
+            with self._ready:
+                while not self._work and not self._shutdown:
+                    self._ready.wait()
+                if not self._work:
+                    return  # shut down and drained
+                future, call = self._work.pop()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = call()
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever awaits the future
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+
+class _TenantExecutor(Executor):
+    """One tenant's view of a FairExecutor, for `loop.run_in_executor`."""
+
+    def __init__(self, pool: FairExecutor, tenant: Hashable) -> None:
+        self._pool = pool
+        self._tenant = tenant
+
+    def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Future[R]:
+        return self._pool.submit_for(self._tenant, fn, *args, **kwargs)

@@ -1,0 +1,88 @@
+"""Round-robin across tenants: the queue order and the executor built on it."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from clipserve.runtime.fair_queue import FairExecutor, FairQueue
+
+
+def test_pop_serves_tenants_in_turn_each_in_fifo_order() -> None:
+    queue: FairQueue[str] = FairQueue()
+    for i in range(4):
+        queue.push("big", f"big{i}")
+    queue.push("small", "small0")
+    queue.push("other", "other0")
+    queue.push("small", "small1")
+    order = [queue.pop() for _ in range(len(queue))]
+    assert order == ["big0", "small0", "other0", "big1", "small1", "big2", "big3"]
+    assert not queue
+
+
+def test_a_tenant_arriving_behind_a_backlog_is_served_next() -> None:
+    queue: FairQueue[int] = FairQueue()
+    for i in range(1000):
+        queue.push("attacker", i)
+    assert queue.pop() == 0
+    queue.push("victim", -1)
+    # a newly active tenant joins the round behind the tenants already in it: one attacker item, then it
+    assert [queue.pop(), queue.pop()] == [1, -1]
+    assert queue.tenant_size("attacker") == 998
+    assert queue.tenant_size("victim") == 0
+
+
+def test_heads_are_each_tenants_oldest_item() -> None:
+    queue: FairQueue[int] = FairQueue()
+    queue.push("a", 1)
+    queue.push("a", 2)
+    queue.push("b", 3)
+    assert sorted(queue.heads()) == [1, 3]
+
+
+def test_pop_from_empty_raises() -> None:
+    with pytest.raises(IndexError):
+        FairQueue[int]().pop()
+
+
+def test_executor_runs_a_late_tenant_before_an_earlier_backlog() -> None:
+    pool = FairExecutor(1, thread_name_prefix="test")
+    gate = threading.Event()
+    order: list[str] = []
+    first = pool.submit_for("attacker", gate.wait)  # holds the only worker
+    backlog = [pool.submit_for("attacker", order.append, f"a{i}") for i in range(50)]
+    victim = pool.submit_for("victim", order.append, "victim")
+    gate.set()
+    for future in [first, *backlog, victim]:
+        future.result(timeout=10)
+    assert order.index("victim") <= 1  # after at most one attacker item, not after 50
+    pool.shutdown()
+
+
+def test_executor_hands_exceptions_to_the_caller_and_keeps_working() -> None:
+    pool = FairExecutor(2)
+
+    def fail() -> None:
+        raise ValueError("bad item")
+
+    with pytest.raises(ValueError, match="bad item"):
+        pool.submit_for("t", fail).result(timeout=10)
+    assert pool.submit_for("t", lambda: 42).result(timeout=10) == 42
+    pool.shutdown()
+
+
+def test_executor_works_with_run_in_executor_and_drains_on_shutdown() -> None:
+    pool = FairExecutor(1)
+
+    async def main() -> list[int]:
+        loop = asyncio.get_running_loop()
+        return list(
+            await asyncio.gather(*(loop.run_in_executor(pool.for_tenant(i % 3), abs, -i) for i in range(9)))
+        )
+
+    assert asyncio.run(main()) == list(range(9))
+    pool.shutdown(wait=True)
+    with pytest.raises(RuntimeError):
+        pool.submit_for("t", abs, 1)
