@@ -151,3 +151,136 @@ def test_concurrent_upserts_of_the_same_ids_all_succeed(filled: tuple[VectorStor
     assert {item.metadata["round"] for item in store.get("c_test", [f"item-{i}" for i in range(20)])} <= set(
         range(8)
     )
+
+
+# --- hostile ids, text and values: every store must mean the same thing (issue 10, items 5, 6, 7, 11) ---
+
+HOSTILE_IDS = [
+    "zz'] or pk not in ['",  # once deleted every item of a Milvus collection
+    'zz"] or pk not in ["',
+    "it's",
+    'say "hi"',
+    "back\\slash",
+    "trailing\\",
+    "\\'",
+    "{p0}",
+    "Zürich",
+    "café",
+    "東京/駅",
+    "emoji 🚀✨",
+    "e\u0301",  # a combining accent, kept as sent
+    "é" * 128,  # 256 bytes of UTF-8: the longest id
+]
+
+
+def test_hostile_ids_address_exactly_their_own_item(store: VectorStore) -> None:
+    vectors = _unit(np.random.default_rng(1), len(HOSTILE_IDS) + 3)
+    store.create_collection("c_ids")
+    plain = ["a", "b", "c"]
+    ids = HOSTILE_IDS + plain
+    store.upsert("c_ids", [StoredItem(item_id, vectors[i], {"i": i}) for i, item_id in enumerate(ids)])
+    assert store.count("c_ids") == len(ids)
+    assert [item.id for item in store.get("c_ids", list(reversed(ids)))] == list(reversed(ids))
+    for i, item_id in enumerate(HOSTILE_IDS):
+        [item] = store.get("c_ids", [item_id])
+        assert (item.id, item.metadata) == (item_id, {"i": i})
+        hits = store.search("c_ids", vectors[i], 3, exclude_id=item_id)
+        assert item_id not in [hit.id for hit in hits]
+        assert len(hits) == 3
+    remaining = len(ids)
+    for item_id in HOSTILE_IDS:
+        assert store.delete("c_ids", [item_id]) == 1, item_id
+        remaining -= 1
+        assert store.count("c_ids") == remaining, item_id
+        assert store.get("c_ids", [item_id]) == []
+    assert sorted(item.id for item in store.get("c_ids", plain)) == plain
+
+
+TEXTS = ["Zürich", "café", "東京", "🚀", "it's", 'a "quote"', "back\\slash", "line\nbreak", "tab\there", ""]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"city": "Zürich"}, ["Zürich"]),
+        ({"city": "café"}, ["café"]),
+        ({"city": "東京"}, ["東京"]),
+        ({"city": {"$in": ["🚀", "it's", 'a "quote"']}}, ["🚀", "it's", 'a "quote"']),
+        ({"city": "back\\slash"}, ["back\\slash"]),
+        ({"city": "line\nbreak"}, ["line\nbreak"]),
+        ({"city": "tab\there"}, ["tab\there"]),
+        ({"city": ""}, [""]),
+        ({"city": "zz'] or pk not in ['"}, []),
+        ({"city": '" or metadata["n"] >= 0 or "'}, []),
+        ({"city": {"$ne": "café"}}, [t for t in TEXTS if t != "café"]),
+        ({"city": {"$nin": ["Zürich", "东京", "🚀"]}}, [t for t in TEXTS if t not in ("Zürich", "🚀")]),
+        ({"city": {"$gt": "z"}}, ["東京", "🚀"]),  # code point order on every backend
+    ],
+)
+def test_non_ascii_and_quotes_in_filters_mean_the_same_on_every_backend(
+    store: VectorStore, raw: dict[str, object], expected: list[str]
+) -> None:
+    vectors = _unit(np.random.default_rng(2), len(TEXTS))
+    store.create_collection("c_text")
+    store.upsert(
+        "c_text", [StoredItem(f"t{i}", vectors[i], {"city": text, "n": i}) for i, text in enumerate(TEXTS)]
+    )
+    hits = store.search("c_text", vectors[0], len(TEXTS), parse_filter(raw))
+    assert sorted(hit.metadata["city"] for hit in hits) == sorted(expected)
+
+
+def _nested(depth: int) -> dict[str, object]:
+    metadata: dict[str, object] = {"leaf": 1}
+    for _ in range(depth - 1):
+        metadata = {"d": metadata}
+    return metadata
+
+
+def test_metadata_every_backend_keeps_exactly(store: VectorStore) -> None:
+    from clipserve.vectors.values import MAX_METADATA_DEPTH
+
+    vector = _unit(np.random.default_rng(3), 1)[0]
+    metadata = {
+        "big": 2**63 - 1, "small": -(2**63), "pi": 3.141592653589793, "tiny": 5e-324, "huge": 1.7e308,
+        "text": "Zürich café 東京 🚀 \"'\\\n", "none": None, "flag": False, "list": [1, "two", [3.5, {"k": []}]],
+        "deep": _nested(MAX_METADATA_DEPTH - 1),
+    }  # fmt: skip
+    store.create_collection("c_meta")
+    store.upsert("c_meta", [StoredItem("m", vector, metadata)])
+    assert store.get("c_meta", ["m"])[0].metadata == metadata
+    [hit] = store.search("c_meta", vector, 1, parse_filter({"big": 2**63 - 1, "small": {"$lt": 0}}))
+    assert hit.metadata == metadata
+
+
+@pytest.mark.parametrize(
+    ("item_id", "metadata", "param"),
+    [
+        ("nan", {"x": float("nan")}, "items[1].metadata.x"),
+        ("inf", {"x": [float("inf")]}, "items[1].metadata.x[0]"),
+        ("big", {"x": 2**63}, "items[1].metadata.x"),
+        ("small", {"x": {"y": -(2**63) - 1}}, "items[1].metadata.x.y"),
+        ("deep", _nested(33), None),
+        ("surrogate", {"x": "\ud800"}, "items[1].metadata.x"),
+        ("surrogate-key", {"\udfff": 1}, "items[1].metadata"),
+        ("new\nline", {}, "items[1].id"),
+        ("tab\tid", {}, "items[1].id"),
+        ("del\x7f", {}, "items[1].id"),
+        ("\ud800", {}, "items[1].id"),
+        ("é" * 128 + "x", {}, "items[1].id"),
+        ("", {}, "items[1].id"),
+    ],
+)
+def test_values_some_backend_cannot_keep_are_refused_by_all_and_nothing_is_written(
+    store: VectorStore, item_id: str, metadata: dict[str, object], param: str | None
+) -> None:
+    from clipserve.errors import InvalidRequestError
+
+    vectors = _unit(np.random.default_rng(4), 2)
+    store.create_collection("c_bad")
+    with pytest.raises(InvalidRequestError) as refused:
+        store.upsert(
+            "c_bad", [StoredItem("fine", vectors[0], {"ok": 1}), StoredItem(item_id, vectors[1], metadata)]
+        )
+    if param is not None:
+        assert refused.value.param == param
+    assert store.count("c_bad") == 0

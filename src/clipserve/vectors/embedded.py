@@ -19,6 +19,7 @@ from clipserve.store.schema import collection_items, vector_collections
 from clipserve.vectors.base import DIMENSIONS, Hit, StoredItem
 from clipserve.vectors.filters import Filter, matches
 from clipserve.vectors.memory_index import AnnSettings, MemoryIndex
+from clipserve.vectors.values import check_items
 
 _UPSERT_CHUNK = 500
 
@@ -52,8 +53,9 @@ class EmbeddedVectorStore:
     def upsert(self, key: str, items: list[StoredItem]) -> None:
         if not items:
             return
-        now = datetime.now(UTC)
         ids = [item.id for item in items]
+        check_items(ids, [item.metadata for item in items])
+        now = datetime.now(UTC)
         with self._db.write() as conn:
             self._lock(conn, key)
             self._delete_rows(conn, key, ids)
@@ -62,7 +64,9 @@ class EmbeddedVectorStore:
                     "collection_key": key,
                     "item_id": item.id,
                     "vector": np.asarray(item.vector, dtype="<f4").tobytes(),
-                    "metadata_json": json.dumps(item.metadata, ensure_ascii=False, separators=(",", ":")),
+                    "metadata_json": json.dumps(
+                        item.metadata, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+                    ),
                     "updated_at": now,
                 }
                 for item in items

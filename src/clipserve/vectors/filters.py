@@ -8,7 +8,6 @@ filters; the keys of one object are ANDed. Fields are metadata keys (dots reach 
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Mapping
@@ -18,7 +17,8 @@ from typing import Any
 from clipserve.errors import InvalidRequestError
 
 Scalar = str | int | float | bool
-_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}(\.[A-Za-z_][A-Za-z0-9_\-]{0,63}){0,3}$")
+# fullmatch, not `^...$`: `$` also matches before a trailing newline, which then reached Milvus expressions
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,63}(\.[A-Za-z_][A-Za-z0-9_\-]{0,63}){0,3}")
 _COMPARISONS = {"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin"}
 _MAX_NODES = 64
 
@@ -72,7 +72,7 @@ def _parse(raw: Any, param: str, counter: list[int]) -> Filter:
 
 
 def _field_conditions(field: str, value: Any, param: str) -> list[Filter]:
-    if not _FIELD.match(field):
+    if not _FIELD.fullmatch(field):
         raise InvalidRequestError(
             f"filter field {field!r} is not a metadata key (letters, digits, _ and -, dots for nesting)",
             param=param,
@@ -101,8 +101,16 @@ def _field_conditions(field: str, value: Any, param: str) -> list[Filter]:
 
 def _scalar(value: Any, param: str) -> Scalar:
     if isinstance(value, bool | str):
-        if isinstance(value, str) and "\x00" in value:
-            raise InvalidRequestError("filter strings must not contain NUL characters", param=param)
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise InvalidRequestError("filter strings must not contain NUL characters", param=param)
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    raise InvalidRequestError(
+                        "filter strings must not contain lone UTF-16 surrogates", param=param
+                    ) from exc
         return value
     if isinstance(value, int) and -(2**63) <= value < 2**63:
         return value
@@ -159,40 +167,3 @@ def matches(tree: Filter | None, metadata: Mapping[str, Any]) -> bool:
     if op == "$lt":
         return bool(value < operand)
     return bool(value <= operand)
-
-
-# --- Milvus boolean expressions (the scale-out store) ---
-
-_MILVUS_OPS = {"$eq": "==", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
-
-
-def _milvus_literal(value: Scalar) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)  # a double-quoted string with escapes, which Milvus expressions accept
-    return repr(value)
-
-
-def _milvus_field(field: str) -> str:
-    return "metadata" + "".join(f'["{part}"]' for part in field.split("."))
-
-
-def to_milvus(tree: Filter | None) -> str:
-    """The filter as a Milvus expression over the JSON field `metadata` ('' for no filter)."""
-    if tree is None:
-        return ""
-    if isinstance(tree, AllOf | AnyOf):
-        joiner = " and " if isinstance(tree, AllOf) else " or "
-        return "(" + joiner.join(to_milvus(part) for part in tree.parts) + ")"
-    field = _milvus_field(tree.field)
-    if tree.op in ("$in", "$nin"):
-        assert isinstance(tree.value, tuple)
-        # as ORed equalities: Milvus Lite's parser takes `in` on plain fields only, not on JSON keys
-        expression = "(" + " or ".join(f"{field} == {_milvus_literal(v)}" for v in tree.value) + ")"
-        return f"(not {expression} or not exists {field})" if tree.op == "$nin" else expression
-    assert not isinstance(tree.value, tuple)
-    expression = f"{field} {_MILVUS_OPS[tree.op]} {_milvus_literal(tree.value)}"
-    if tree.op == "$ne":
-        return f"({expression} or not exists {field})"
-    return expression

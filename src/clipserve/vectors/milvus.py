@@ -3,21 +3,17 @@ server or cluster (several clipserve replicas share it), or a local `*.db` path 
 
 from __future__ import annotations
 
-import json
 import threading
 from typing import Any
 
 import numpy as np
 
 from clipserve.vectors.base import DIMENSIONS, Hit, StoredItem
-from clipserve.vectors.filters import Filter, to_milvus
+from clipserve.vectors.filters import Filter
+from clipserve.vectors.milvus_expressions import ids_in, search_filter
+from clipserve.vectors.values import MAX_ID_BYTES, check_items
 
 _ID_FIELD, _VECTOR_FIELD, _METADATA_FIELD = "pk", "vector", "metadata"
-_MAX_ID_LENGTH = 256
-
-
-def _quote(item_id: str) -> str:
-    return json.dumps(item_id)
 
 
 class MilvusVectorStore:
@@ -34,7 +30,7 @@ class MilvusVectorStore:
 
         client = self._client
         schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field(_ID_FIELD, DataType.VARCHAR, is_primary=True, max_length=_MAX_ID_LENGTH)
+        schema.add_field(_ID_FIELD, DataType.VARCHAR, is_primary=True, max_length=MAX_ID_BYTES)
         schema.add_field(_VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=DIMENSIONS)
         schema.add_field(_METADATA_FIELD, DataType.JSON)
         index = client.prepare_index_params()
@@ -51,6 +47,7 @@ class MilvusVectorStore:
     def upsert(self, key: str, items: list[StoredItem]) -> None:
         if not items:
             return
+        check_items([item.id for item in items], [item.metadata for item in items])
         rows = [
             {_ID_FIELD: item.id, _VECTOR_FIELD: np.asarray(item.vector, np.float32).tolist(),
              _METADATA_FIELD: item.metadata}
@@ -62,8 +59,12 @@ class MilvusVectorStore:
     def get(self, key: str, ids: list[str]) -> list[StoredItem]:
         if not ids:
             return []
+        # never the client's `ids=`: pymilvus writes those into the expression between bare quotes
+        expression = ids_in(_ID_FIELD, ids).render()
         with self._lock:
-            rows = self._client.get(key, ids=ids, output_fields=[_VECTOR_FIELD, _METADATA_FIELD])
+            rows = self._client.query(
+                key, filter=expression, output_fields=[_ID_FIELD, _VECTOR_FIELD, _METADATA_FIELD]
+            )
         found = {
             row[_ID_FIELD]: StoredItem(row[_ID_FIELD], np.asarray(row[_VECTOR_FIELD], np.float32),
                                        dict(row[_METADATA_FIELD] or {}))
@@ -72,9 +73,13 @@ class MilvusVectorStore:
         return [found[item_id] for item_id in ids if item_id in found]
 
     def delete(self, key: str, ids: list[str]) -> int:
+        if not ids:
+            return 0
         existing = len(self.get(key, ids))
-        with self._lock:
-            self._client.delete(key, ids=ids)
+        if existing:
+            expression = ids_in(_ID_FIELD, ids).render()
+            with self._lock:
+                self._client.delete(key, filter=expression)
         return existing
 
     def count(self, key: str) -> int:
@@ -92,10 +97,8 @@ class MilvusVectorStore:
         exclude_id: str | None = None,
         with_vectors: bool = False,
     ) -> list[Hit]:
-        expression = to_milvus(where)
-        if exclude_id is not None:
-            not_self = f"{_ID_FIELD} != {_quote(exclude_id)}"
-            expression = f"({expression}) and {not_self}" if expression else not_self
+        condition = search_filter(where, exclude_id, id_field=_ID_FIELD, metadata_field=_METADATA_FIELD)
+        expression = "" if condition is None else condition.render()
         fields = [_METADATA_FIELD, _VECTOR_FIELD] if with_vectors else [_METADATA_FIELD]
         with self._lock:
             results = self._client.search(
