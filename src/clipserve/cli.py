@@ -85,6 +85,7 @@ def load_runtime(settings: Settings) -> ClipRuntime | None:
         cache_dir=settings.resolved_model_cache_dir,
         truncate_text=settings.truncate_text,
         precision=settings.precision,
+        tokenizer_cache_bytes=settings.tokenizer_cache_bytes,
     )
     try:
         return ClipRuntime.load(spec)

@@ -116,6 +116,24 @@ class Settings(BaseSettings):
     prompt_cache_size: int = Field(
         default=50_000, ge=0, description="Prompt embeddings kept in the LRU cache (about 2 KiB each)."
     )
+    # text, tokenization and prompts (issue 10): CLIP reads 77 tokens, so work and memory per text are bounded
+    prompt_cache_bytes: int = Field(
+        default=128 * 1024 * 1024,
+        ge=0,
+        description="Bytes the prompt cache may hold (prompt strings + embeddings); the LRU evicts beyond it.",
+    )
+    tokenizer_cache_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=0,
+        description="Bytes the tokenizer's word cache may hold (open_clip's own cache grows with every new "
+        "word, forever).",
+    )
+    max_label_chars: int = Field(
+        default=300,
+        ge=1,
+        description="Longest classification label or template, in characters (a prompt reaches the model "
+        "as 77 tokens at most; longer labels only cost tokenization and cache memory).",
+    )
 
     # image URLs
     image_fetch_timeout_s: float = Field(default=10.0, gt=0, description="Total time to fetch one image URL.")

@@ -204,14 +204,21 @@ async def _running_services(context: AppContext) -> AsyncIterator[None]:
             draft_min_side=JPEG_DRAFT_MIN_SIDE if settings.jpeg_draft else None,
         ),
     )
-    prompt_cache = PromptCache(settings.prompt_cache_size, HUB_ID, runtime.weights.fingerprint)
+    prompt_cache = PromptCache(
+        settings.prompt_cache_size, HUB_ID, runtime.weights.fingerprint, max_bytes=settings.prompt_cache_bytes
+    )
     metrics.watch_prompt_cache(prompt_cache)
     context.embeddings = embeddings
     context.classification = ClassificationService(
         embeddings,
         PromptEncoder(embeddings, prompt_cache, chunk_size=settings.max_items_per_request),
         runtime.logit_scale,
-        ClassifyLimits(settings.max_classify_images, settings.max_labels, settings.max_prompts_per_request),
+        ClassifyLimits(
+            settings.max_classify_images,
+            settings.max_labels,
+            settings.max_prompts_per_request,
+            max_label_chars=settings.max_label_chars,
+        ),
     )
     # the query travels with the documents, so one request holds at most max_items_per_request - 1 of them
     context.ranking = RankService(

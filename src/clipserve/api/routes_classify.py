@@ -131,6 +131,8 @@ def _hf_query(request: HFClassifyRequest, limits: InputLimits) -> ClassifyQuery:
         labels=labels,
         template=request.parameters.hypothesis_template,
         default_template=HF_DEFAULT_TEMPLATE,
+        labels_param="parameters.candidate_labels",
+        template_param="parameters.hypothesis_template",
     )
 
 

@@ -25,6 +25,7 @@ from clipserve.runtime.precision import (
     resolve_precision,
 )
 from clipserve.runtime.text_tower import encode_text_truncated, length_groups, supports_truncation
+from clipserve.runtime.tokenizer import ClipTokenizer
 from clipserve.runtime.weights import LoadedModel, WeightsInfo, load_model
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class RuntimeSpec:
     cache_dir: Path = Path("models")
     truncate_text: bool = True  # run the text tower only to each batch's longest prompt (same result)
     precision: PrecisionChoice = "fp32"
+    tokenizer_cache_bytes: int = 16 * 1024 * 1024  # the BPE word cache (open_clip's own grows forever)
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class ClipRuntime:
         *,
         truncate_text: bool = True,
         precision: PrecisionChoice = "fp32",
+        tokenizer_cache_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         self.device = device
         self.weights: WeightsInfo = loaded.info
@@ -75,7 +78,10 @@ class ClipRuntime:
         self.logit_scale: float = float(model.logit_scale.exp().item())  # in fp32, before any conversion
         self._model = apply_precision(model, self.precision)
         self._preprocess = loaded.preprocess
-        self._tokenizer = open_clip.get_tokenizer(self._tokenizer_name(loaded.info.architecture))
+        self._tokenizer = ClipTokenizer(
+            open_clip.get_tokenizer(self._tokenizer_name(loaded.info.architecture)),
+            cache_bytes=tokenizer_cache_bytes,
+        )
         self.context_length: int = int(self._model.context_length)
         self.embed_dim: int = int(self._model.text_projection.shape[1])
         # int8's text tower has no exact full-length path in open_clip (get_cast_dtype fails on quantized
@@ -95,7 +101,13 @@ class ClipRuntime:
         loaded = load_model(
             spec.weights, architecture=spec.architecture, cache_dir=spec.cache_dir, seed=spec.seed
         )
-        runtime = cls(loaded, device, truncate_text=spec.truncate_text, precision=spec.precision)
+        runtime = cls(
+            loaded,
+            device,
+            truncate_text=spec.truncate_text,
+            precision=spec.precision,
+            tokenizer_cache_bytes=spec.tokenizer_cache_bytes,
+        )
         logger.info(
             "model loaded: %s (%s, fingerprint %s) on %s in %s, %d torch threads",
             loaded.info.source,
@@ -117,6 +129,7 @@ class ClipRuntime:
         return self._preprocess(image)
 
     def tokenize(self, texts: list[str]) -> TokenizedTexts:
+        """open_clip's token ids, BPE run only on the words that reach the context (runtime/tokenizer.py)."""
         ids = self._tokenizer(texts, context_length=self.context_length)
         # The end-of-text token has the largest id, so its position is the argmax (as open_clip pools).
         counts = (ids.argmax(dim=-1) + 1).tolist()

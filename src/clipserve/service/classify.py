@@ -20,6 +20,7 @@ class ClassifyLimits:
     max_images: int
     max_labels: int
     max_prompts: int
+    max_label_chars: int = 300  # labels and templates: a prompt reaches the model as 77 tokens at most
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class ClassifyQuery:
     top_k: int | None = None
     multi_label: bool = False
     default_template: str = DEFAULT_TEMPLATE
+    labels_param: str = "labels"  # field names in errors: the HF shape names them differently
+    template_param: str = "template"
 
 
 @dataclass(frozen=True)
@@ -85,13 +88,25 @@ class ClassificationService:
             raise InvalidRequestError(f"at most {limits.max_images} images per request", param="input")
         if any(not isinstance(item, ImageItem) for item in query.images):
             raise InvalidRequestError("classify takes images; use /v1/rank to compare texts", param="input")
+        labels = query.labels_param
         if len(query.labels) < (1 if query.multi_label else 2):
-            raise InvalidRequestError("give at least two labels (one with multi_label)", param="labels")
+            raise InvalidRequestError("give at least two labels (one with multi_label)", param=labels)
         if len(query.labels) > limits.max_labels:
-            raise InvalidRequestError(f"at most {limits.max_labels} labels per request", param="labels")
+            raise InvalidRequestError(f"at most {limits.max_labels} labels per request", param=labels)
         for i, label in enumerate(query.labels):
+            if len(label) > limits.max_label_chars:
+                raise InvalidRequestError(
+                    f"{labels}[{i}] is {len(label)} characters; the limit is {limits.max_label_chars}",
+                    param=f"{labels}[{i}]",
+                )
             if not label.strip():
-                raise InvalidRequestError(f"labels[{i}] is empty", param=f"labels[{i}]")
+                raise InvalidRequestError(f"{labels}[{i}] is empty", param=f"{labels}[{i}]")
+        if query.template is not None and len(query.template) > limits.max_label_chars:
+            raise InvalidRequestError(
+                f"{query.template_param} is {len(query.template)} characters; the limit is "
+                f"{limits.max_label_chars}",
+                param=query.template_param,
+            )
         if len(set(query.labels)) != len(query.labels):
             duplicates = sorted({label for label in query.labels if query.labels.count(label) > 1})
             raise InvalidRequestError(f"duplicate labels: {duplicates}", param="labels")
@@ -101,7 +116,7 @@ class ClassificationService:
     def prompts(self, query: ClassifyQuery) -> list[str]:
         """The prompts a valid query encodes (labels x templates); raises for an invalid query."""
         self._validate(query)
-        makers = template_set(query.template, default=query.default_template)
+        makers = template_set(query.template, default=query.default_template, param=query.template_param)
         if len(makers) * len(query.labels) > self._limits.max_prompts:
             raise InvalidRequestError(
                 f"{len(query.labels)} labels x {len(makers)} templates = {len(query.labels) * len(makers)} prompts; "

@@ -46,7 +46,8 @@ class PromptEncoder:
             result = await self._embeddings.embed([TextItem(p, "labels") for p in chunk])
             counts = result.token_counts
             for prompt, vector, tokens in zip(chunk, result.vectors, counts, strict=True):
-                entry = CachedPrompt(vector, tokens)
+                # a copy: a row view would keep the whole batch's array alive behind the cache's byte count
+                entry = CachedPrompt(vector.copy(), tokens)
                 found[prompt] = entry
                 self._cache.put(prompt, entry)
             tokens_encoded += sum(counts)

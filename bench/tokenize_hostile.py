@@ -1,0 +1,102 @@
+"""Tokenizing hostile texts: open_clip's tokenizer vs clipserve's (same ids), time and memory kept.
+
+    python bench/tokenize_hostile.py [--batches 3]
+
+Each tokenizer runs in its own process, on `--batches` batches of 100 texts of 20,000 characters of random words
+(new words every batch, as an attacker would send), then on one 20,000-letter word and on classify prompt sets.
+RSS growth is the resident memory the process keeps after the batches (the tokenizer's caches).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import random
+import string
+import time
+from typing import Any
+
+WORD_LETTERS = "абвгдеёжзийклмнопрстуфхцчшщъыьэюя"  # 2 UTF-8 bytes each: 40,000 byte symbols in one word
+
+
+def random_words(rng: random.Random, chars: int) -> str:
+    words, size = [], 0
+    while size < chars:
+        word = "".join(rng.choices(string.ascii_lowercase, k=rng.randint(3, 10)))
+        words.append(word)
+        size += len(word) + 1
+    return " ".join(words)[:chars]
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096 / 1e6
+
+
+def run(which: str, batches: int, long_word_chars: int) -> dict[str, Any]:
+    import open_clip
+
+    from clipserve.runtime.tokenizer import ClipTokenizer
+
+    tokenizer: Any = open_clip.get_tokenizer("ViT-B-32")
+    if which == "clipserve":
+        tokenizer = ClipTokenizer(tokenizer, cache_bytes=16 * 1024 * 1024)
+    rng = random.Random(0)
+    tokenizer(["warm up"])
+    start_rss = rss_mb()
+    seconds = []
+    for _ in range(batches):
+        texts = [random_words(rng, 20_000) for _ in range(100)]
+        started = time.perf_counter()
+        tokenizer(texts)
+        seconds.append(time.perf_counter() - started)
+        del texts
+    out: dict[str, Any] = {"batch_s": seconds, "rss_growth_mb": rss_mb() - start_rss}
+    word = "".join(rng.choices(WORD_LETTERS, k=long_word_chars))
+    started = time.perf_counter()
+    tokenizer([word])
+    out["long_word_s"] = time.perf_counter() - started
+    worst = [random_words(rng, 300) + " " + random_words(rng, 300) for _ in range(1000)]  # 1000 labels x 600
+    normal = [f"a photo of a {label}." for label in ("cat", "dog", "rocket", "coffee cup", "bird", "car")]
+    old_attack = [random_words(rng, 150_000) for _ in range(8)]  # 8 labels of 150 KB (refused now)
+    for name, prompts in (
+        ("worst_classify_s", worst),
+        ("normal_classify_s", normal),
+        ("old_attack_s", old_attack),
+    ):
+        started = time.perf_counter()
+        tokenizer(prompts)
+        out[name] = time.perf_counter() - started
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--batches", type=int, default=3)
+    parser.add_argument("--long-word-chars", type=int, default=20_000)
+    args = parser.parse_args()
+    context = multiprocessing.get_context("spawn")
+    results = {}
+    for which in ("open_clip", "clipserve"):
+        with context.Pool(1) as pool:
+            results[which] = pool.apply(run, (which, args.batches, args.long_word_chars))
+    ref, ours = results["open_clip"], results["clipserve"]
+    print(f"{'measure':46} {'open_clip':>10} {'clipserve':>10} {'ratio':>7}")
+    rows = [
+        ("100 texts x 20,000 chars of new words (s, mean)", sum(ref["batch_s"]) / args.batches,
+         sum(ours["batch_s"]) / args.batches),
+        (f"RSS kept after {args.batches} such batches (MB)", ref["rss_growth_mb"], ours["rss_growth_mb"]),
+        (f"one {args.long_word_chars:,}-letter word, 2-byte script (s)", ref["long_word_s"], ours["long_word_s"]),
+        ("1000 prompts of 600 chars: worst classify (s)", ref["worst_classify_s"], ours["worst_classify_s"]),
+        ("6 short prompts: a normal classify (s)", ref["normal_classify_s"], ours["normal_classify_s"]),
+        ("8 labels of 150 KB (now refused; s)", ref["old_attack_s"], ours["old_attack_s"]),
+    ]  # fmt: skip
+    for name, a, b in rows:
+        ratio = f"{a / b:7.1f}" if b > 0 else "      -"
+        print(f"{name:46} {a:10.3f} {b:10.3f} {ratio}")
+
+
+if __name__ == "__main__":
+    main()
