@@ -145,6 +145,9 @@ def run_serve(settings: Settings, args: argparse.Namespace) -> int:
         log_config=None,
         timeout_graceful_shutdown=int(settings.graceful_shutdown_s),
         lifespan="on",
+        # Never uvicorn's default (X-Forwarded-For believed from loopback): create_app applies
+        # --trusted-proxies itself, the same in-process and here.
+        proxy_headers=False,
     )
     uvicorn.Server(config).run()
     return 0

@@ -191,6 +191,22 @@ class Settings(BaseSettings):
     signups_per_address_per_day: int = Field(
         default=3, ge=1, description="Sign-ups allowed per client address in 24 hours."
     )
+    # accounts and sign-up (issue 10): who the client is, when a proxy is in front
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or CIDR networks of reverse proxies whose X-Forwarded-For names the client "
+        "(default: none, so the connecting address is the client; a spoofed header changes nothing).",
+    )
+    signup_ipv6_prefix: int = Field(
+        default=64,
+        ge=16,
+        le=128,
+        description="IPv6 sign-ups are counted per network of this prefix length (one subscriber usually "
+        "holds a whole /64, or more).",
+    )
+    signup_ipv4_prefix: int = Field(
+        default=32, ge=8, le=32, description="IPv4 sign-ups are counted per network of this prefix length."
+    )
     credit_hold_s: float = Field(
         default=900.0,
         gt=0,
@@ -233,6 +249,19 @@ class Settings(BaseSettings):
             raise ValueError(
                 "max_queue_items must be at least max_items_per_request, or a large request could never run"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _trusted_proxies_are_networks(self) -> Settings:
+        import ipaddress
+
+        for entry in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"trusted_proxies: {entry!r} is not an IP address or CIDR network"
+                ) from None
         return self
 
     @property

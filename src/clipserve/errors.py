@@ -170,3 +170,16 @@ class ConflictError(ClipserveError):
     status_code = 409
     error_type = "invalid_request_error"
     default_code = "conflict"
+
+
+class StorageFullError(ServiceOverloadedError):
+    """The database's disk (or its size cap) is full, so nothing can be written until an operator frees space.
+
+    A 503 with Retry-After rather than WebDAV's 507: it is the server's condition, not the request's (a smaller
+    request would fail too), and clients, SDKs and load balancers know to back off from, or route around, a 503.
+    """
+
+    default_code = "storage_full"
+
+    def __init__(self, message: str, *, retry_after_s: int = 30) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)

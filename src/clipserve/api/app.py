@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from clipserve import __version__
 from clipserve.api import (
@@ -33,6 +34,7 @@ from clipserve.model_card import HUB_ID
 from clipserve.runtime.fetch import AddressPolicy, FetchLimits, ImageFetcher
 from clipserve.runtime.model import ClipRuntime
 from clipserve.service.auth import Authenticator
+from clipserve.service.client_address import trusted_proxy_hosts
 from clipserve.service.classify import ClassificationService, ClassifyLimits
 from clipserve.service.collections import CollectionLimits, CollectionService
 from clipserve.service.embeddings import EmbeddingService, ImageLimits
@@ -94,6 +96,10 @@ def create_app(settings: Settings, runtime: ClipRuntime, database: Database | No
         max_body_bytes=settings.max_request_bytes,
         extra_headers=[RANDOM_WEIGHTS_HEADER] if runtime.weights.is_random else [],
     )
+    if settings.trusted_proxies:  # X-Forwarded-For names the client only when a configured proxy sent it
+        app.add_middleware(
+            ProxyHeadersMiddleware, trusted_hosts=trusted_proxy_hosts(settings.trusted_proxies)
+        )
     return app
 
 

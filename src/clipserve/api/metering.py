@@ -6,9 +6,11 @@ import hashlib
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Annotated
 
-from fastapi import Request, Response
+from fastapi import Depends, Request, Response
 
+from clipserve.api.auth import CallerDep
 from clipserve.api.dependencies import get_context
 from clipserve.errors import InvalidRequestError, ServiceUnavailableError
 from clipserve.service.auth import Caller
@@ -64,6 +66,28 @@ async def metered_response(
         await metered.release()  # no-op once settled
     get_context(request).metrics.charged_micros.labels(endpoint).inc(cost)
     return Response(body, media_type=JSON, headers={**answer.headers, "x-request-cost-micros": str(cost)})
+
+
+async def admit_free_request(request: Request, caller: Caller) -> None:
+    """Count a request that costs nothing (collection and item management, account reads) against the key's
+    per-minute request limit, before it does any work; raises RateLimitExceededError (429) beyond it."""
+    if caller.is_local:
+        return
+    meter = get_context(request).meter
+    if meter is None:
+        raise ServiceUnavailableError("the service is starting up; retry shortly")
+    # The middleware adds these to whatever answer goes out, errors included.
+    request.state.response_headers = await meter.admit_free(caller)
+
+
+async def get_free_caller(request: Request, caller: CallerDep) -> Caller:
+    """The caller of a route that is not metered, counted against its key's request rate."""
+    await admit_free_request(request, caller)
+    return caller
+
+
+# For routes that cost nothing: authenticated and counted against the key's requests per minute.
+FreeCallerDep = Annotated[Caller, Depends(get_free_caller)]
 
 
 def _idempotency_key(request: Request) -> str | None:

@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 
 from clipserve.api.account_views import account_info, dollars, key_info, usage_range, usage_response
-from clipserve.api.auth import CallerDep
 from clipserve.api.dependencies import AppContext, get_context, get_ledger, run_store
+from clipserve.api.metering import FreeCallerDep
 from clipserve.api.protocol import ErrorResponse
 from clipserve.api.protocol_accounts import (
     KeyStatus,
@@ -21,6 +21,7 @@ from clipserve.api.protocol_accounts import (
 )
 from clipserve.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
 from clipserve.service.auth import Caller
+from clipserve.service.client_address import signup_network
 from clipserve.service.metering import effective_limit
 from clipserve.service.pricing import dollars_to_micros
 from clipserve.store.ledger import LedgerStore
@@ -40,7 +41,7 @@ def _own_key(caller: Caller) -> KeyRecord:
 
 
 @router.get("/v1/key", response_model=KeyStatusResponse, responses=_ERRORS)
-async def key_status(caller: CallerDep, request: Request) -> KeyStatusResponse:
+async def key_status(caller: FreeCallerDep, request: Request) -> KeyStatusResponse:
     key = _own_key(caller)
     context = get_context(request)
     assert context.accounts is not None
@@ -71,7 +72,7 @@ async def key_status(caller: CallerDep, request: Request) -> KeyStatusResponse:
 
 @router.get("/v1/usage", response_model=UsageResponse, responses=_ERRORS)
 async def usage(
-    caller: CallerDep,
+    caller: FreeCallerDep,
     request: Request,
     ledger: Annotated[LedgerStore, Depends(get_ledger)],
     start_date: Annotated[date | None, Query()] = None,
@@ -95,7 +96,12 @@ async def sign_up(
     if not settings.signup_enabled or context.accounts is None or context.meter is None:
         raise NotFoundError("sign-up is not enabled on this server", code="signup_disabled")
     accounts = context.accounts
-    address = request.client.host if request.client else "unknown"
+    # request.client is the connecting peer, or the client a trusted proxy named (create_app)
+    address = signup_network(
+        request.client.host if request.client else "unknown",
+        ipv4_prefix=settings.signup_ipv4_prefix,
+        ipv6_prefix=settings.signup_ipv6_prefix,
+    )
     credit = dollars_to_micros(settings.signup_credit)
     account, key, plaintext = await run_store(
         request, lambda: accounts.sign_up(address, body.name, credit, settings.signups_per_address_per_day)

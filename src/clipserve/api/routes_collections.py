@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from clipserve.api.auth import CallerDep
 from clipserve.api.dependencies import get_collection_service
-from clipserve.api.metering import Answer, metered_response
+from clipserve.api.metering import Answer, FreeCallerDep, metered_response
 from clipserve.api.protocol import ErrorDetail, ErrorResponse
 from clipserve.api.protocol_collections import (
     AddItemsRequest,
@@ -55,25 +55,25 @@ def _usage(usage: Usage) -> CollectionUsage:
 
 @router.post("/v1/collections", response_model=Collection)
 async def create_collection(
-    body: CreateCollectionRequest, caller: CallerDep, service: ServiceDep
+    body: CreateCollectionRequest, caller: FreeCallerDep, service: ServiceDep
 ) -> Collection:
     info = await service.create(_owner(caller), body.name, body.description)
     return _collection(info, service.vectors.name)
 
 
 @router.get("/v1/collections", response_model=CollectionList)
-async def list_collections(caller: CallerDep, service: ServiceDep) -> CollectionList:
+async def list_collections(caller: FreeCallerDep, service: ServiceDep) -> CollectionList:
     infos = await service.list_collections(_owner(caller))
     return CollectionList(data=[_collection(info, service.vectors.name) for info in infos])
 
 
 @router.get("/v1/collections/{name}", response_model=Collection)
-async def get_collection(name: str, caller: CallerDep, service: ServiceDep) -> Collection:
+async def get_collection(name: str, caller: FreeCallerDep, service: ServiceDep) -> Collection:
     return _collection(await service.get(_owner(caller), name), service.vectors.name)
 
 
 @router.delete("/v1/collections/{name}", response_model=Deleted)
-async def delete_collection(name: str, caller: CallerDep, service: ServiceDep) -> Deleted:
+async def delete_collection(name: str, caller: FreeCallerDep, service: ServiceDep) -> Deleted:
     await service.delete(_owner(caller), name)
     return Deleted(id=name, object="collection")
 
@@ -106,14 +106,14 @@ async def add_items(
 
 @router.get("/v1/collections/{name}/items/{item_id:path}", response_model=Item)
 async def get_item(
-    name: str, item_id: str, caller: CallerDep, service: ServiceDep, include_vector: bool = False
+    name: str, item_id: str, caller: FreeCallerDep, service: ServiceDep, include_vector: bool = False
 ) -> Item:
     item = await service.get_item(_owner(caller), name, item_id)
     return Item(id=item.id, metadata=item.metadata, vector=item.vector.tolist() if include_vector else None)
 
 
 @router.delete("/v1/collections/{name}/items/{item_id:path}", response_model=Deleted)
-async def delete_item(name: str, item_id: str, caller: CallerDep, service: ServiceDep) -> Deleted:
+async def delete_item(name: str, item_id: str, caller: FreeCallerDep, service: ServiceDep) -> Deleted:
     await service.delete_item(_owner(caller), name, item_id)
     return Deleted(id=item_id, object="collection.item")
 

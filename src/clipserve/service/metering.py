@@ -11,10 +11,11 @@ from typing import TypeVar
 
 from clipserve.service.auth import Caller
 from clipserve.service.pricing import PriceTable, Usage
-from clipserve.service.rate_limits import rate_limit_headers
+from clipserve.service.rate_limits import LimitCheck, rate_limit_headers
 from clipserve.store.ledger import AdmissionRequest, Admitted, Charge, LedgerStore, StoredResponse
 
 T = TypeVar("T")
+_UNLIMITED = LimitCheck(limit=None, allowed=True, remaining=0, reset_s=0.0, retry_after_s=0.0)
 
 
 @dataclass(frozen=True)
@@ -60,17 +61,24 @@ class MeteredRequest:
             idempotency_key=self.idempotency_key,
             response=response if self.idempotency_key is not None else None,
         )
-        await self.meter.run(lambda: self.meter.ledger.settle(charge))
-        self.done = True
+
+        def charge_once() -> None:
+            self.meter.ledger.settle(charge)
+            self.done = True  # committed: from now on nothing may release this request's hold or key
+
+        await self.meter.run_to_completion(charge_once)
         return cost
 
     async def release(self) -> None:
+        """Free the hold and the pending Idempotency-Key of a request that failed (no-op once settled)."""
         if self.done:
             return
         assert self.caller.key is not None
         key_id = self.caller.key.id
         self.done = True
-        await self.meter.run(lambda: self.meter.ledger.release(self.charge_id, key_id, self.idempotency_key))
+        await self.meter.run_to_completion(
+            lambda: self.meter.ledger.release(self.charge_id, key_id, self.idempotency_key)
+        )
 
 
 class Meter:
@@ -106,11 +114,48 @@ class Meter:
             idempotency_key=idempotency_key,
             fingerprint=fingerprint,
         )
-        admitted = await self.run(lambda: self.ledger.admit(admission))
+        try:
+            admitted = await self.run_to_completion(lambda: self.ledger.admit(admission))
+        except asyncio.CancelledError:
+            # cancelled while the admission ran: it may have committed a hold and a pending Idempotency-Key
+            # that nothing would ever release (the key would answer 409 until this process stops)
+            await self.run_to_completion(lambda: self.ledger.release(charge_id, key.id, idempotency_key))
+            raise
         return MeteredRequest(self, caller, charge_id, request_id, endpoint, idempotency_key, admitted)
+
+    async def admit_free(self, caller: Caller) -> dict[str, str]:
+        """Count a request that costs nothing against the key's request rate (raises if over it); returns the
+        rate-limit headers for its answer."""
+        key = caller.key
+        assert key is not None, "local callers are not limited"
+        limit = effective_limit(key.requests_per_minute, self.limits.requests_per_minute)
+        if limit is None:
+            return {}
+        requests = await self.run(lambda: self.ledger.admit_free(key.account_id, key.id, limit))
+        return rate_limit_headers(requests, _UNLIMITED)
 
     async def run(self, call: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def run_to_completion(self, call: Callable[[], T]) -> T:
+        """Run `call` on the store's threads and wait until it has finished, even if this task is cancelled
+        meanwhile (a client disconnect, the end of the shutdown grace period); the cancel is re-raised after.
+
+        A thread cannot be stopped: a settle that is still running when its request is cancelled would
+        otherwise race the release that follows, which could drop the pending Idempotency-Key before the
+        settle stores the answer in it, so a retry would be charged again."""
+        future = asyncio.get_running_loop().run_in_executor(self._executor, call)
+        interrupted = False
+        while not future.done():
+            try:
+                await asyncio.wait((future,))
+            except asyncio.CancelledError:
+                interrupted = True
+        if interrupted:
+            if not future.cancelled():
+                future.exception()  # retrieved (and dropped): the cancel is what this task ends with
+            raise asyncio.CancelledError
+        return future.result()
 
 
 def effective_limit(per_key: int | None, default: int | None) -> int | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 from collections.abc import Iterator
@@ -13,6 +14,9 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError
+
+from clipserve.errors import StorageFullError
 
 logger = logging.getLogger(__name__)
 
@@ -58,16 +62,17 @@ class Database:
         of SQLite's sleeping busy handler. `durable=False` skips the fsync at commit (safe against a killed
         process, not a power cut): for state that is worthless after a crash anyway. On Postgres rows are
         locked explicitly (FOR UPDATE) and every commit is durable."""
-        if not self.is_sqlite:
-            with self.engine.begin() as conn:
+        with storage_errors():
+            if not self.is_sqlite:
+                with self.engine.begin() as conn:
+                    yield conn
+                return
+            with (
+                self._sqlite_writer,
+                self.engine.connect().execution_options(clipserve_durable=durable) as conn,
+                conn.begin(),
+            ):
                 yield conn
-            return
-        with (
-            self._sqlite_writer,
-            self.engine.connect().execution_options(clipserve_durable=durable) as conn,
-            conn.begin(),
-        ):
-            yield conn
 
     @contextmanager
     def read(self, *, snapshot: bool = False) -> Iterator[Connection]:
@@ -76,7 +81,7 @@ class Database:
         options: dict[str, object] = {"clipserve_read_only": True}
         if snapshot and not self.is_sqlite:
             options["isolation_level"] = "REPEATABLE READ"
-        with self.engine.connect().execution_options(**options) as conn, conn.begin():
+        with storage_errors(), self.engine.connect().execution_options(**options) as conn, conn.begin():
             yield conn
 
     def migrate(self) -> None:
@@ -91,6 +96,39 @@ class Database:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+# SQLite's SQLITE_FULL ("database or disk is full": the disk, or PRAGMA max_page_count); Postgres's SQLSTATE
+# 53100 disk_full ("could not extend file", "could not write to file").
+_SQLITE_FULL = 13
+_POSTGRES_DISK_FULL = "53100"
+
+
+def is_storage_full(error: BaseException) -> bool:
+    """Whether a database error means that the storage is full (not that the statement was wrong)."""
+    orig = error.orig if isinstance(error, DBAPIError) else error
+    code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF == _SQLITE_FULL:
+        return True
+    if getattr(orig, "sqlstate", None) == _POSTGRES_DISK_FULL:
+        return True
+    return isinstance(orig, OSError) and orig.errno == errno.ENOSPC
+
+
+@contextmanager
+def storage_errors() -> Iterator[None]:
+    """Turn "the disk is full" from the database into StorageFullError (a clear 503), wherever it surfaces:
+    a statement, or the commit."""
+    try:
+        yield
+    except DBAPIError as exc:
+        if is_storage_full(exc):
+            logger.error("the accounts database's storage is full: %s", exc.orig)
+            raise StorageFullError(
+                "the server's storage is full, so it cannot record this request; retry later (the operator "
+                "has been told)"
+            ) from exc
+        raise
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -1,4 +1,10 @@
-"""Which server processes are alive: holds and pending idempotency records of a dead one stop counting."""
+"""Which server processes are alive: holds and pending idempotency records of a dead one stop counting.
+
+An instance is one process start (a random id). Missed heartbeats tell that any instance is gone. Sooner, a
+process can tell that another is gone by its pid, but only where that pid means the same process: the same
+kernel boot and the same pid namespace (two containers sharing a data dir may both be "web-1", pid 1), and the
+same start time (a pid is reused).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,36 @@ import socket
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import Connection, delete, insert, select, update
 
 from clipserve.store.schema import instances
+
+_PROC = Path("/proc")
+
+
+def current_pid_scope() -> str | None:
+    """Where this process's pids mean something: "<kernel boot id>/<pid namespace>", or None when it cannot be
+    told (no /proc, or a /proc of another pid namespace)."""
+    try:
+        boot_id = (_PROC / "sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.readlink(_PROC / "self/ns/pid")
+        own_pid = int((_PROC / "self/stat").read_text().split(" ", 1)[0])
+    except (OSError, ValueError):
+        return None
+    if own_pid != os.getpid() or not boot_id:
+        return None  # this /proc shows another pid namespace: its pids are not ours
+    return f"{boot_id}/{namespace}"
+
+
+def process_started(pid: int) -> int | None:
+    """When process `pid` started, in clock ticks after boot (/proc/PID/stat field 22); None if unknown."""
+    try:
+        stat = (_PROC / str(pid) / "stat").read_text()
+        return int(stat[stat.rfind(")") + 2 :].split()[19])  # fields after "(comm)" start at field 3
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -20,6 +52,12 @@ class Instance:
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     hostname: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
+    pid_scope: str | None = field(default_factory=current_pid_scope)
+    pid_started: int | None = None  # read from /proc for `pid` when not given
+
+    def __post_init__(self) -> None:
+        if self.pid_started is None and self.pid_scope is not None:
+            object.__setattr__(self, "pid_started", process_started(self.pid))
 
 
 def pid_alive(pid: int) -> bool:
@@ -32,31 +70,45 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def process_is_running(pid: int, started: int | None) -> bool:
+    """Whether `pid` (in this pid namespace) is still the process that started at `started`."""
+    if not pid_alive(pid):
+        return False
+    if started is None:
+        return True
+    now = process_started(pid)
+    return now is None or now == started  # unreadable (hidepid): assume it is
+
+
 def register(conn: Connection, me: Instance, now: datetime) -> None:
     conn.execute(
-        insert(instances).values(id=me.id, hostname=me.hostname, pid=me.pid, started_at=now, heartbeat_at=now)
-    )
+        insert(instances).values(
+            id=me.id, hostname=me.hostname, pid=me.pid, pid_scope=me.pid_scope, pid_started=me.pid_started,
+            started_at=now, heartbeat_at=now,
+        )
+    )  # fmt: skip
 
 
 def heartbeat(conn: Connection, me: Instance, now: datetime) -> None:
+    """Say `me` is alive; registers it when it is not (yet, or any more: purged while suspended)."""
     updated = conn.execute(update(instances).where(instances.c.id == me.id).values(heartbeat_at=now))
-    if updated.rowcount == 0:  # purged while this process was suspended: register again
+    if updated.rowcount == 0:
         register(conn, me, now)
 
 
-def live_instances(
-    conn: Connection, me: Instance, now: datetime, liveness_s: float, *, same_host_pids: bool
-) -> set[str]:
-    """Ids of instances that heartbeat within `liveness_s`. With `same_host_pids` (SQLite: every process is on
-    this host), one whose pid is gone is dead at once, so a restart after a crash frees its holds immediately."""
+def live_instances(conn: Connection, me: Instance, now: datetime, liveness_s: float) -> set[str]:
+    """Ids of instances that heartbeat within `liveness_s`, less those in this process's pid scope whose
+    process is gone (so a restart after a crash frees their holds at once)."""
     cutoff = now - timedelta(seconds=liveness_s)
     rows = conn.execute(
-        select(instances.c.id, instances.c.hostname, instances.c.pid).where(instances.c.heartbeat_at > cutoff)
+        select(instances.c.id, instances.c.pid, instances.c.pid_scope, instances.c.pid_started).where(
+            instances.c.heartbeat_at > cutoff
+        )
     ).all()
     live = {me.id}
-    for instance_id, hostname, pid in rows:
-        if same_host_pids and hostname == me.hostname and (pid == me.pid or not pid_alive(pid)):
-            continue  # its pid is gone, or is now ours (a restarted container is pid 1 again)
+    for instance_id, pid, scope, started in rows:
+        if me.pid_scope is not None and scope == me.pid_scope and not process_is_running(pid, started):
+            continue
         live.add(instance_id)
     return live
 

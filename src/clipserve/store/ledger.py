@@ -124,10 +124,7 @@ class LedgerStore:
         """Say this process is alive (registers it the first time); its holds count while it does."""
         with self._registration:
             with self.db.write() as conn:
-                if self._registered:
-                    instances.heartbeat(conn, self.instance, self.clock())
-                else:
-                    instances.register(conn, self.instance, self.clock())
+                instances.heartbeat(conn, self.instance, self.clock())
             self._registered = True
 
     def _live(self, conn: Connection, now: datetime) -> set[str]:
@@ -136,9 +133,7 @@ class LedgerStore:
         cached_at, live = self._live_cache
         if cached_at is not None and timedelta(0) <= now - cached_at < timedelta(seconds=1):
             return live
-        live = instances.live_instances(
-            conn, self.instance, now, self.timeouts.instance_liveness_s, same_host_pids=self.db.is_sqlite
-        )
+        live = instances.live_instances(conn, self.instance, now, self.timeouts.instance_liveness_s)
         self._live_cache = (now, live)
         return live
 
@@ -197,6 +192,24 @@ class LedgerStore:
                     )
                 )
             return Admitted(requests, images)
+
+    def admit_free(self, account_id: int, key_id: int, requests_per_minute: int | None) -> LimitCheck:
+        """Count a request that costs nothing against its key's request rate (no credit, no hold); raises
+        RateLimitExceededError when the key is at its limit."""
+        if requests_per_minute is None:
+            return check(None, WindowCounts(0, 0), 0, 0)
+        request = AdmissionRequest(
+            charge_id="", account_id=account_id, key_id=key_id, estimate_micros=0, images=0,
+            requests_per_minute=requests_per_minute, images_per_minute=None,
+        )  # fmt: skip
+        now = self.clock()
+        with self.db.write(durable=False) as conn:  # counters are worthless after a crash, as in admit
+            lock_account(conn, account_id)
+            requests, images = self._rate_checks(conn, request, now, 1, 0)
+            if not requests.allowed:
+                raise _rate_limited("requests", requests, request, rate_limit_headers(requests, images))
+            self._count(conn, request, now)
+            return requests
 
     def settle(self, charge: Charge) -> None:
         """Charge a request that succeeded: release its hold, append the ledger row, update the totals and

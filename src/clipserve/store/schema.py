@@ -138,13 +138,17 @@ rate_windows = Table(
 )
 
 # Running server processes. Holds and pending idempotency records belong to one; when it stops heartbeating
-# (or, on the same host, its pid is gone) they stop counting, so a crashed server frees them.
+# (or, in the same pid namespace of the same boot, its process is gone) they stop counting, so a crashed
+# server frees them. The id is random per process start; hostname and pid alone identify nothing (two
+# containers may both be "web-1", pid 1).
 instances = Table(
     "instances",
     metadata,
     Column("id", String(32), primary_key=True),
     Column("hostname", String(255), nullable=False),
     Column("pid", Integer, nullable=False),
+    Column("pid_scope", String(200), nullable=True),  # kernel boot id + pid namespace: where `pid` is meant
+    Column("pid_started", BigInteger, nullable=True),  # the process's start time (clock ticks after boot)
     Column("started_at", UtcDateTime(), nullable=False),
     Column("heartbeat_at", UtcDateTime(), nullable=False),
 )
