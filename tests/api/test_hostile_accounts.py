@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, text
 
-from clipserve.store.ledger import Charge, LedgerStore
+from clipserve.store.ledger import AdmissionRequest, Admitted, Charge, LedgerStore
 from tests.support import bearer, create_key, running_app
 
 pytestmark = pytest.mark.anyio
@@ -184,6 +184,49 @@ async def test_a_cancel_during_settle_charges_once_and_the_retry_gets_the_stored
         assert audit.charged_micros == charges[0][2]
         with real.db.read() as conn:
             assert conn.execute(text("SELECT count(*) FROM holds")).scalar_one() == 0
+
+
+class AdmitThatWaits(LedgerStore):
+    """The real ledger, whose admission waits at its start until told to go on."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.admitting = threading.Event()
+        self.proceed = threading.Event()
+        self.admitted = threading.Event()
+
+    def admit(self, request: AdmissionRequest) -> Admitted:
+        self.admitting.set()
+        try:
+            assert self.proceed.wait(timeout=60)
+            return super().admit(request)
+        finally:
+            self.admitted.set()
+
+
+async def test_a_cancel_during_admission_leaves_no_hold_and_no_pending_key(
+    tiny_runtime: Any, tmp_path: Path
+) -> None:
+    key = create_key(tmp_path)
+    headers = {**bearer(key), "Idempotency-Key": "cancel-during-admit"}
+    body = {"input": "a photo of a cat"}
+    async with running_app(tiny_runtime, tmp_path) as (client, app):
+        context = app.state.context
+        real = context.ledger
+        ledger = AdmitThatWaits(real.db, real.clock, real.timeouts, real.instance)
+        context.meter.ledger = ledger
+        request = asyncio.create_task(client.post("/v1/embeddings", json=body, headers=headers))
+        assert await asyncio.to_thread(ledger.admitting.wait, 60)
+        request.cancel()
+        ledger.proceed.set()  # the admission commits a hold and a pending key after its request is gone
+        with contextlib.suppress(asyncio.CancelledError):
+            await request
+        assert await asyncio.to_thread(ledger.admitted.wait, 60)
+        context.meter.ledger = real
+        with real.db.read() as conn:
+            assert conn.execute(text("SELECT count(*) FROM holds")).scalar_one() == 0
+        retry = await client.post("/v1/embeddings", json=body, headers=headers)  # not 409 "still running"
+        assert retry.status_code == 200, retry.text
 
 
 # a full disk (issue 10, item 16)
