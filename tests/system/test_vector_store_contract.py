@@ -284,3 +284,15 @@ def test_values_some_backend_cannot_keep_are_refused_by_all_and_nothing_is_writt
     if param is not None:
         assert refused.value.param == param
     assert store.count("c_bad") == 0
+
+
+def test_dropping_is_repeatable_so_interrupted_deletes_can_be_finished(
+    filled: tuple[VectorStore, np.ndarray],
+) -> None:
+    store, _ = filled
+    assert store.has_collection("c_test")
+    store.drop_collection("c_test")
+    assert not store.has_collection("c_test")
+    store.drop_collection("c_test")  # a second finisher (another replica, a restart) is harmless
+    assert not store.has_collection("c_test")
+    assert not store.has_collection("c_never_created")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
-import re
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
@@ -15,17 +15,19 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from clipserve.errors import ClipserveError, InvalidRequestError, NotFoundError
+from clipserve.config import Settings
+from clipserve.errors import ClipserveError, CollectionQuotaError, InvalidRequestError, NotFoundError
 from clipserve.service.embeddings import EmbeddingService
 from clipserve.service.inputs import ImageItem, InputItem, InputLimits, TextItem, parse_item
 from clipserve.service.pricing import Usage, usage_bound
-from clipserve.store.collections import CollectionCatalogue, CollectionRecord, new_store_key
+from clipserve.service.text_checks import has_lone_surrogate, reject_lone_surrogates
+from clipserve.store.collections import CollectionCatalogue, CollectionRecord, check_name, new_store_key
 from clipserve.vectors.base import DIMENSIONS, Hit, StoredItem, VectorStore
 from clipserve.vectors.filters import Filter
+from clipserve.vectors.values import check_item_id, check_metadata
 
 T = TypeVar("T")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
-_MAX_ID_LENGTH = 256
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,19 @@ class CollectionLimits:
     max_items_per_request: int = 256
     max_metadata_bytes: int = 16_384
     max_top_k: int = 1000
+    max_metadata_depth: int = 16
+    max_collections_per_owner: int = 100
+    max_items_per_owner: int = 100_000
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CollectionLimits:
+        return cls(
+            max_items_per_request=settings.max_collection_items_per_request,
+            max_metadata_bytes=settings.max_metadata_bytes,
+            max_metadata_depth=settings.max_metadata_depth,
+            max_collections_per_owner=settings.max_collections_per_account,
+            max_items_per_owner=settings.max_collection_items_per_account,
+        )
 
 
 @dataclass(frozen=True)
@@ -122,12 +137,14 @@ class CollectionService:
     # collections
 
     async def create(self, owner: str, name: str, description: str | None) -> CollectionInfo:
-        if not _NAME.match(name):
-            raise InvalidRequestError(
-                "a collection name is 1-128 letters, digits, '_', '-' or '.', starting with a letter or digit",
-                param="name",
-            )
+        check_name(name)
+        await self.finish_pending_deletes()
         await self._run(lambda: self._catalogue.check_free(owner, name))
+        held = await self._run(lambda: self._catalogue.count_for(owner))
+        if held >= self.limits.max_collections_per_owner:
+            raise CollectionQuotaError(
+                f"this account holds {held} collections, its quota; delete one first", param="name"
+            )
         key = new_store_key()
         # The store first: a crash in between leaves an orphan store collection nobody sees, never a
         # catalogue entry without storage.
@@ -140,7 +157,7 @@ class CollectionService:
         return CollectionInfo(record, 0)
 
     async def get(self, owner: str, name: str) -> CollectionInfo:
-        record = await self._run(lambda: self._catalogue.get(owner, name))
+        record = await self._record(owner, name)
         return CollectionInfo(record, await self._run(lambda: self.vectors.count(record.store_key)))
 
     async def list_collections(self, owner: str) -> list[CollectionInfo]:
@@ -152,9 +169,29 @@ class CollectionService:
         return await self._run(with_counts)
 
     async def delete(self, owner: str, name: str) -> None:
-        record = await self._run(lambda: self._catalogue.get(owner, name))
-        await self._run(lambda: self._catalogue.delete(record))  # gone for callers at once
-        await self._run(lambda: self.vectors.drop_collection(record.store_key))
+        """Hide the row (gone for callers at once), drop the store's collection, delete the row; a crash in
+        between leaves a pending delete that finish_pending_deletes completes."""
+        await self.finish_pending_deletes()
+        record = await self._record(owner, name)
+        pending = await self._run(lambda: self._catalogue.mark_deleting(record))
+        await self._finish_delete(pending)
+
+    async def finish_pending_deletes(self) -> int:
+        """Complete the deletes a crash (or a store error) interrupted; how many were finished. Each step is
+        idempotent, so two replicas finishing the same one is harmless."""
+        finished = 0
+        for record in await self._run(self._catalogue.pending_deletes):
+            try:
+                await self._finish_delete(record)
+                finished += 1
+            except Exception:  # one collection the store cannot drop must not block every create or delete
+                logger.warning("could not finish deleting collection %s; will retry", record.store_key,
+                               exc_info=True)  # fmt: skip
+        return finished
+
+    async def _finish_delete(self, pending: CollectionRecord) -> None:
+        await self._run(lambda: self.vectors.drop_collection(pending.store_key))
+        await self._run(lambda: self._catalogue.delete(pending))
 
     # items
 
@@ -182,8 +219,11 @@ class CollectionService:
         return usage_bound([p.source for p in planned if isinstance(p.source, TextItem | ImageItem)])
 
     async def add_items(self, owner: str, name: str, planned: list[PlannedItem]) -> AddResult:
-        record = await self._run(lambda: self._catalogue.get(owner, name))
-        embedded = await asyncio.gather(*(self._vector_of(item) for item in planned), return_exceptions=True)
+        record = await self._record(owner, name)
+        await self._check_item_quota(owner, record, [item.id for item in planned if item.error is None])
+        embedded = await asyncio.gather(
+            *(self._vector_of(item, owner) for item in planned), return_exceptions=True
+        )
         outcomes, stored, images, tokens = [], [], 0, 0
         for item, result in zip(planned, embedded, strict=True):
             if isinstance(result, BaseException) and not isinstance(result, ClipserveError):
@@ -198,21 +238,23 @@ class CollectionService:
         return AddResult(outcomes, Usage(images=images, tokens=tokens))
 
     async def get_item(self, owner: str, name: str, item_id: str) -> StoredItem:
-        record = await self._run(lambda: self._catalogue.get(owner, name))
+        check_item_id(item_id, "item_id")
+        record = await self._record(owner, name)
         found = await self._run(lambda: self.vectors.get(record.store_key, [item_id]))
         if not found:
             raise NotFoundError(f"no item {item_id!r} in collection {name!r}", code="item_not_found")
         return found[0]
 
     async def delete_item(self, owner: str, name: str, item_id: str) -> None:
-        record = await self._run(lambda: self._catalogue.get(owner, name))
+        check_item_id(item_id, "item_id")
+        record = await self._record(owner, name)
         if not await self._run(lambda: self.vectors.delete(record.store_key, [item_id])):
             raise NotFoundError(f"no item {item_id!r} in collection {name!r}", code="item_not_found")
 
     async def search(self, owner: str, name: str, query: SearchQuery) -> SearchResult:
         if not 1 <= query.top_k <= self.limits.max_top_k:
             raise InvalidRequestError(f"top_k must be 1 to {self.limits.max_top_k}", param="top_k")
-        record = await self._run(lambda: self._catalogue.get(owner, name))
+        record = await self._record(owner, name)
         usage = Usage()
         if query.item_id is not None:
             found = await self._run(lambda: self.vectors.get(record.store_key, [query.item_id or ""]))
@@ -225,7 +267,7 @@ class CollectionService:
             vector = query.source
         else:
             assert query.source is not None
-            result = await self._embeddings.embed([query.source])
+            result = await self._embeddings.embed([query.source], account=owner)
             vector, usage = result.vectors[0], Usage(images=result.image_count, tokens=result.text_tokens)
         hits = await self._run(
             lambda: self.vectors.search(
@@ -250,9 +292,7 @@ class CollectionService:
         if kind == "vector":
             return unit_vector(value, "query.vector")
         if kind == "id":
-            if not isinstance(value, str) or not value or "\x00" in value:
-                raise InvalidRequestError("query.id must be a non-empty string", param="query.id")
-            return value
+            return check_item_id(value, "query.id")
         return parse_item({kind: value}, "query", self._input_limits)
 
     # internals
@@ -260,8 +300,9 @@ class CollectionService:
     def _plan_item(self, index: int, raw: Any) -> PlannedItem:
         param = f"items[{index}]"
         item_id = raw.get("id") if isinstance(raw, dict) else None
-        fallback_id = item_id if isinstance(item_id, str) else ""
+        fallback_id = item_id if isinstance(item_id, str) and not has_lone_surrogate(item_id) else ""
         try:
+            reject_lone_surrogates(raw, param)  # the wire model leaves items to this per-item check
             if not isinstance(raw, dict):
                 raise InvalidRequestError(
                     "an item is an object: {id?, text | image | vector, metadata?}", param=param
@@ -271,10 +312,7 @@ class CollectionService:
                 raise InvalidRequestError(f"unknown fields {sorted(unknown)}", param=param)
             if item_id is None:
                 item_id = uuid.uuid4().hex
-            if not isinstance(item_id, str) or not 1 <= len(item_id) <= _MAX_ID_LENGTH or "\x00" in item_id:
-                raise InvalidRequestError(
-                    f"id must be a string of 1 to {_MAX_ID_LENGTH} characters (no NUL)", param=f"{param}.id"
-                )
+            check_item_id(item_id, f"{param}.id")
             sources = [key for key in ("text", "image", "vector") if key in raw]
             if len(sources) != 1:
                 raise InvalidRequestError("give exactly one of 'text', 'image' or 'vector'", param=param)
@@ -291,22 +329,44 @@ class CollectionService:
     def _metadata(self, raw: Any, param: str) -> dict[str, Any]:
         if raw is None:
             return {}
-        if not isinstance(raw, dict):
-            raise InvalidRequestError("metadata must be a JSON object", param=param)
-        size = len(json.dumps(raw, ensure_ascii=False).encode())
+        metadata = check_metadata(raw, param, self.limits.max_metadata_depth)
+        size = len(json.dumps(metadata, ensure_ascii=False, allow_nan=False).encode())
         if size > self.limits.max_metadata_bytes:
             raise InvalidRequestError(
                 f"metadata is {size} bytes; the limit is {self.limits.max_metadata_bytes}", param=param
             )
-        return raw
+        return metadata
 
-    async def _vector_of(self, item: PlannedItem) -> tuple[np.ndarray, int, int] | None:
+    async def _vector_of(self, item: PlannedItem, account: str) -> tuple[np.ndarray, int, int] | None:
         if item.error is not None or item.source is None:
             return None
         if isinstance(item.source, np.ndarray):
             return item.source, 0, 0
-        result = await self._embeddings.embed([item.source])
+        result = await self._embeddings.embed([item.source], account=account)
         return result.vectors[0], result.image_count, result.text_tokens
+
+    async def _record(self, owner: str, name: str) -> CollectionRecord:
+        check_name(name)  # a path parameter is held to the rules a created name was
+        return await self._run(lambda: self._catalogue.get(owner, name))
+
+    async def _check_item_quota(self, owner: str, record: CollectionRecord, ids: list[str]) -> None:
+        """Refuse the whole add, before anything is embedded or charged, when its new ids would take the
+        owner past its stored-item quota (concurrent adds can pass it by at most one request each)."""
+        if not ids:
+            return
+
+        def stored_and_new() -> tuple[int, int]:
+            stored = sum(self.vectors.count(r.store_key) for r in self._catalogue.list_for(owner))
+            return stored, len(ids) - len(self.vectors.get(record.store_key, ids))
+
+        stored, new = await self._run(stored_and_new)
+        if stored + new > self.limits.max_items_per_owner:
+            raise CollectionQuotaError(
+                f"this account stores {stored} items and this add brings {new} new ones; its quota is "
+                f"{self.limits.max_items_per_owner} (delete items or collections first)",
+                param="items",
+                code="item_quota_exceeded",
+            )
 
     async def _run(self, call: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)

@@ -1,17 +1,40 @@
-"""The collections catalogue: which collections exist, who owns them, and their vector-store key."""
+"""The collections catalogue: which collections exist, who owns them, and their vector-store key.
+
+Deleting is three steps, each safe to repeat, so a crash anywhere leaves something the next delete or create
+finishes (instead of items orphaned in the store forever): the row is first handed to the owner
+`deleting:<row id>` (at once invisible to its caller, and the name free again), then the store's collection
+is dropped, then the row is deleted. Pending rows are finished by `CollectionService.finish_pending_deletes`.
+"""
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from clipserve.errors import ConflictError, NotFoundError
+from clipserve.errors import ConflictError, InvalidRequestError, NotFoundError
 from clipserve.store.database import Database
 from clipserve.store.schema import collections
+
+NAME_LENGTH = 128  # the column's size
+# fullmatch, not `^...$`: `$` also matches before a trailing newline (a 129-character name, a 500 on Postgres)
+_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.\-]{{0,{NAME_LENGTH - 1}}}")
+_DELETING = "deleting:"  # owner prefix of rows being deleted; ";" is the next character, ending the range
+
+
+def check_name(name: object, param: str = "name") -> str:
+    """A collection name as created, and as addressed in a URL path (so both refuse the same names)."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise InvalidRequestError(
+            f"a collection name is 1-{NAME_LENGTH} letters, digits, '_', '-' or '.', starting with a letter "
+            "or digit",
+            param=param,
+        )
+    return name
 
 
 def new_store_key() -> str:
@@ -78,6 +101,41 @@ class CollectionCatalogue:
             ).mappings()
             return [CollectionRecord(**row) for row in rows]
 
+    def count_for(self, owner: str) -> int:
+        with self.db.read() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).select_from(collections).where(collections.c.owner == owner)
+                ).scalar_one()
+            )
+
+    def mark_deleting(self, record: CollectionRecord) -> CollectionRecord:
+        """Step 1 of a delete: hide the row from its owner; the record of the pending delete. A 404 if a
+        concurrent delete got there first."""
+        with self.db.write() as conn:
+            marked = conn.execute(
+                update(collections)
+                .where(collections.c.id == record.id, collections.c.owner == record.owner)
+                .values(owner=f"{_DELETING}{record.id}")
+            ).rowcount
+        if not marked:
+            raise NotFoundError(f"no collection named {record.name!r}", code="collection_not_found")
+        return CollectionRecord(
+            record.id, f"{_DELETING}{record.id}", record.name, record.description, record.store_key,
+            record.created_at,
+        )  # fmt: skip
+
+    def pending_deletes(self) -> list[CollectionRecord]:
+        """Rows whose delete started and did not finish (a crash, or a store error)."""
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(collections).where(
+                    collections.c.owner >= _DELETING, collections.c.owner < _DELETING[:-1] + ";"
+                )
+            ).mappings()
+            return [CollectionRecord(**row) for row in rows]
+
     def delete(self, record: CollectionRecord) -> None:
+        """Step 3 of a delete (after the store dropped the collection); deleting twice is harmless."""
         with self.db.write() as conn:
             conn.execute(delete(collections).where(collections.c.id == record.id))

@@ -36,7 +36,10 @@ class VectorStore(Protocol):
 
     def create_collection(self, key: str) -> None: ...
 
-    def drop_collection(self, key: str) -> None: ...
+    def drop_collection(self, key: str) -> None:
+        """Drop it and its items; dropping a missing one is harmless (deletes are finished by repeating)."""
+
+    def has_collection(self, key: str) -> bool: ...
 
     def upsert(self, key: str, items: list[StoredItem]) -> None:
         """All of them or none (one transaction where the backend has them)."""

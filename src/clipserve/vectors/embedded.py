@@ -50,6 +50,9 @@ class EmbeddedVectorStore:
             conn.execute(delete(vector_collections).where(vector_collections.c.key == key))
         self._loaded.pop(key, None)
 
+    def has_collection(self, key: str) -> bool:
+        return self._version(key) is not None
+
     def upsert(self, key: str, items: list[StoredItem]) -> None:
         if not items:
             return

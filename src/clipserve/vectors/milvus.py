@@ -44,6 +44,10 @@ class MilvusVectorStore:
             if self._client.has_collection(key):
                 self._client.drop_collection(key)
 
+    def has_collection(self, key: str) -> bool:
+        with self._lock:
+            return bool(self._client.has_collection(key))
+
     def upsert(self, key: str, items: list[StoredItem]) -> None:
         if not items:
             return
