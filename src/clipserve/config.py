@@ -234,6 +234,24 @@ class Settings(BaseSettings):
         ge=1_000,
         description="Embedded store: exact search up to this many items in a collection, an IVF index beyond.",
     )
+    # collections: quotas and shapes (issue 10; docs/security.md, section collections)
+    max_metadata_depth: int = Field(
+        default=16,
+        ge=1,
+        le=32,
+        description="Deepest nesting of an item's metadata (the object itself is 1); deeper items are refused.",
+    )
+    max_collections_per_account: int = Field(
+        default=100,
+        ge=1,
+        description="Collections one account (or the local user, without auth) may hold; creating costs nothing.",
+    )
+    max_collection_items_per_account: int = Field(
+        default=100_000,
+        ge=1,
+        description="Items stored across all of one account's collections (each up to 2 KiB of vector plus "
+        "its id and metadata); adds beyond it are refused.",
+    )
 
     # HTTP server
     host: str = Field(default="127.0.0.1", description="Address to bind.")

@@ -183,3 +183,11 @@ class StorageFullError(ServiceOverloadedError):
 
     def __init__(self, message: str, *, retry_after_s: int = 30) -> None:
         super().__init__(message, retry_after_s=retry_after_s)
+
+
+class CollectionQuotaError(InvalidRequestError):
+    """An account holds as many collections (code collection_quota_exceeded) or stored items (code
+    item_quota_exceeded) as its quota allows. A 400, not a 429: waiting does not free a quota, and clients
+    (the openai SDK among them) retry 429s on their own."""
+
+    default_code = "collection_quota_exceeded"

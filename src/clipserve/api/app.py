@@ -239,7 +239,7 @@ async def _running_services(context: AppContext) -> AsyncIterator[None]:
         embeddings,
         context.vector_pool,
         context.input_limits,
-        CollectionLimits(settings.max_collection_items_per_request, settings.max_metadata_bytes),
+        CollectionLimits.from_settings(settings),
     )
     queues.start()
     warming = asyncio.create_task(_warm_up(context, compute))
