@@ -133,3 +133,34 @@ async def test_queue_fills_while_the_model_is_busy() -> None:
             batcher.reserve(1)
         gate.set()
         assert [(await f).value for f in running + queued] == [1, 2, 3, 4, 5, 6]
+
+
+async def test_the_queue_is_bounded_in_bytes_reserved_held_and_queued() -> None:
+    recorder = Recorder()
+    with ThreadPoolExecutor(1) as pool:
+        batcher: DynamicBatcher[int, int] = DynamicBatcher(
+            "test", recorder.square, pool, max_batch_size=8, max_wait_s=0.05, max_queue_size=64,
+            max_queue_bytes=1000, payload_bytes=lambda payload: 100,
+        )  # fmt: skip
+        batcher.start()
+        try:
+            with pytest.raises(QueueFullError, match="queue is full"):
+                batcher.reserve(1, nbytes=1001)  # one request over the cap
+            held = batcher.reserve(4, nbytes=600)
+            with pytest.raises(QueueFullError):
+                batcher.reserve(1, nbytes=500)  # together over the cap
+            held.hold_bytes(500)  # bytes learnt after admission (a fetch) count, never refuse
+            assert batcher.queued_bytes == 1100
+            with pytest.raises(QueueFullError):
+                batcher.reserve(1)  # over the cap: even a request with no known bytes waits
+            held.drop_bytes(1100)
+            futures = batcher.submit(held, [1, 2])  # part of a reservation; payloads count their bytes
+            assert batcher.queued_bytes == 200
+            assert held.size == 2
+            futures += batcher.submit(held, [3, 4])
+            assert [(await f).value for f in futures] == [1, 4, 9, 16]
+            held.release()
+            assert batcher.queued_bytes == 0
+            assert batcher.depth == 0
+        finally:
+            await batcher.stop()

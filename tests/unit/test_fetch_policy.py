@@ -30,6 +30,44 @@ def test_default_policy_blocks_non_public_addresses(address: str) -> None:
     assert not AddressPolicy().allows(address)
 
 
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::a9fe:a9fe",  # NAT64 (RFC 6052) of 169.254.169.254
+        "[64:ff9b::a9fe:a9fe]",  # as a URL host
+        "64:ff9b::169.254.169.254",
+        "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
+        "64:ff9b::a00:1",  # NAT64 of 10.0.0.1
+        "64:ff9b:1::808:808",  # local-use NAT64 (RFC 8215), even of a public address
+        "::a9fe:a9fe",  # IPv4-compatible (deprecated)
+        "::8.8.8.8",  # IPv4-compatible is refused even for a public address
+        "::ffff:169.254.169.254",  # IPv4-mapped
+        "::ffff:0:a9fe:a9fe",  # IPv4-translated (SIIT)
+        "::ffff:0:8.8.8.8",
+        "2002:a9fe:a9fe::1",  # 6to4 of 169.254.169.254
+        "2002:a00:1::1",  # 6to4 of 10.0.0.1
+        "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # Teredo
+        "2001::1",
+        "fec0::1",  # site-local (deprecated)
+        "fefe::1",
+    ],
+)
+def test_ipv6_forms_that_reach_non_public_or_special_destinations_are_refused(address: str) -> None:
+    assert not AddressPolicy().allows(address)
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::808:808", "::ffff:8.8.8.8", "2002:808:808::1"])
+def test_ipv6_forms_of_public_ipv4_addresses_are_checked_as_that_address(address: str) -> None:
+    assert AddressPolicy().allows(address)
+
+
+def test_allowed_ipv4_networks_cover_their_ipv6_forms() -> None:
+    policy = AddressPolicy.from_cidrs(False, ["10.0.0.0/24"])
+    assert policy.allows("::ffff:10.0.0.5")
+    assert policy.allows("64:ff9b::a00:5")
+    assert not policy.allows("64:ff9b::a00:105")
+
+
 @pytest.mark.parametrize("address", ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111"])
 def test_default_policy_allows_public_addresses(address: str) -> None:
     assert AddressPolicy().allows(address)

@@ -1,8 +1,9 @@
 """Dynamic batching: coalesce items from concurrent requests into model batches.
 
-Knows nothing of HTTP or CLIP. Items are admitted in all-or-nothing reservations against a bounded queue
-(so a request either gets all its slots or a QueueFullError at once), collected until the batch is full or
-the oldest item has waited `max_wait_s`, and run on an executor so the event loop never runs model code.
+Knows nothing of HTTP or CLIP. Items are admitted in all-or-nothing reservations against a queue bounded in
+items and in bytes (so a request either gets all its slots or a QueueFullError at once), submitted all at once
+or a few at a time under their reservation, collected until the batch is full or the oldest item has waited
+`max_wait_s`, and run on an executor so the event loop never runs model code.
 If a batch fails, its items are retried one by one so a bad item fails alone.
 """
 
@@ -60,19 +61,31 @@ class _Pending(Generic[T, R]):
     payload: T
     future: asyncio.Future[Batched[R]]
     enqueued_at: float
+    nbytes: int = 0
 
 
 class Reservation:
-    """Queue slots held for one request between admission and submission."""
+    """Queue slots (and bytes) held for one request between admission and submission."""
 
-    def __init__(self, release: Callable[[int], None], size: int) -> None:
-        self._release = release
+    def __init__(self, adjust: Callable[[int, int], None], size: int, nbytes: int = 0) -> None:
+        self._adjust = adjust
         self.size = size
+        self.nbytes = nbytes
+
+    def hold_bytes(self, nbytes: int) -> None:
+        """Count more bytes against the queue for this request (e.g. an image just fetched); never refuses."""
+        self.nbytes += nbytes
+        self._adjust(0, nbytes)
+
+    def drop_bytes(self, nbytes: int) -> None:
+        nbytes = min(nbytes, self.nbytes)
+        self.nbytes -= nbytes
+        self._adjust(0, -nbytes)
 
     def release(self) -> None:
-        if self.size:
-            size, self.size = self.size, 0
-            self._release(size)
+        if self.size or self.nbytes:
+            size, nbytes, self.size, self.nbytes = self.size, self.nbytes, 0, 0
+            self._adjust(-size, -nbytes)
 
     def __enter__(self) -> Reservation:
         return self
@@ -91,6 +104,8 @@ class DynamicBatcher(Generic[T, R]):
         max_batch_size: int,
         max_wait_s: float,
         max_queue_size: int,
+        max_queue_bytes: int | None = None,
+        payload_bytes: Callable[[T], int] | None = None,
         observer: BatchObserver | None = None,
     ) -> None:
         self.name = name
@@ -99,9 +114,12 @@ class DynamicBatcher(Generic[T, R]):
         self._max_batch_size = max_batch_size
         self._max_wait_s = max_wait_s
         self._max_queue_size = max_queue_size
+        self._max_queue_bytes = max_queue_bytes
+        self._payload_bytes = payload_bytes
         self._observer = observer
         self._pending: deque[_Pending[T, R]] = deque()
         self._reserved = 0
+        self._bytes = 0  # reserved bytes plus the payloads waiting for or inside the model
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -112,34 +130,52 @@ class DynamicBatcher(Generic[T, R]):
         """Items admitted and not yet handed to the model."""
         return self._reserved + len(self._pending)
 
-    def reserve(self, size: int) -> Reservation:
-        """Admit `size` items or raise at once: QueueFullError when over capacity, BatcherStoppedError if stopping."""
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes counted against max_queue_bytes now."""
+        return self._bytes
+
+    def reserve(self, size: int, nbytes: int = 0) -> Reservation:
+        """Admit `size` items (`nbytes` known now) or raise at once: QueueFullError when over capacity,
+        BatcherStoppedError if stopping."""
         if self._stopping:
             raise BatcherStoppedError(f"the {self.name} queue is shutting down")
         if self.depth + size > self._max_queue_size:
             raise QueueFullError(
                 f"the {self.name} queue is full ({self.depth} of {self._max_queue_size} items); retry shortly"
             )
+        cap = self._max_queue_bytes
+        if cap is not None and size and self._bytes + nbytes > cap:
+            raise QueueFullError(
+                f"the {self.name} queue is full ({self._bytes >> 20} MiB held, {nbytes >> 20} MiB more asked, "
+                f"of {cap >> 20} MiB); retry shortly"
+            )
         self._reserved += size
-        return Reservation(self._release, size)
+        self._bytes += nbytes
+        return Reservation(self._adjust, size, nbytes)
 
     def submit(self, reservation: Reservation, payloads: Sequence[T]) -> list[asyncio.Future[Batched[R]]]:
-        """Queue payloads under a reservation of the same size; returns one future per payload."""
-        if len(payloads) != reservation.size:
+        """Queue payloads under a reservation holding at least as many slots; returns one future per payload."""
+        if len(payloads) > reservation.size:
             raise ValueError(f"reservation holds {reservation.size} slots, got {len(payloads)} payloads")
         loop = asyncio.get_running_loop()
         now = time.perf_counter()
         futures: list[asyncio.Future[Batched[R]]] = []
         for payload in payloads:
             future: asyncio.Future[Batched[R]] = loop.create_future()
-            self._pending.append(_Pending(payload, future, now))
+            nbytes = self._payload_bytes(payload) if self._payload_bytes is not None else 0
+            self._bytes += nbytes
+            self._pending.append(_Pending(payload, future, now, nbytes))
             futures.append(future)
-        reservation.release()  # the slots now live in _pending
+        # The slots now live in _pending.
+        reservation.size -= len(payloads)
+        self._reserved -= len(payloads)
         self._wakeup.set()
         return futures
 
-    def _release(self, size: int) -> None:
-        self._reserved -= size
+    def _adjust(self, size: int, nbytes: int) -> None:
+        self._reserved += size
+        self._bytes += nbytes
         self._wakeup.set()
 
     def start(self) -> None:
@@ -165,7 +201,10 @@ class DynamicBatcher(Generic[T, R]):
             await self._wait_for_fill()
             batch = self._take_batch()
             if batch:
-                await self._execute(batch)
+                try:
+                    await self._execute(batch)
+                finally:
+                    self._bytes -= sum(item.nbytes for item in batch)
 
     async def _wait_for_fill(self) -> None:
         deadline = self._pending[0].enqueued_at + self._max_wait_s
@@ -186,6 +225,8 @@ class DynamicBatcher(Generic[T, R]):
             item = self._pending.popleft()
             if not item.future.done():  # skip items whose request was cancelled
                 batch.append(item)
+            else:
+                self._bytes -= item.nbytes
         return batch
 
     async def _execute(self, batch: list[_Pending[T, R]]) -> None:

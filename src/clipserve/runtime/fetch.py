@@ -12,6 +12,7 @@ import base64
 import binascii
 import ipaddress
 import socket
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -20,6 +21,7 @@ from aiohttp.resolver import ThreadedResolver
 from yarl import URL
 
 from clipserve.errors import ImageFetchError, ImageTooLargeError, InvalidImageError
+from clipserve.runtime.fair_slots import FairSlots
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 USER_AGENT = "clipserve-image-fetcher/1.0"
@@ -66,23 +68,56 @@ class AddressPolicy:
         ip = _parse_ip(address)
         if ip is None:
             return False
-        if self.allow_private or any(ip in net for net in self.allowed_networks):
+        if self.allow_private:
             return True
-        # is_global is False for private, loopback, link-local (169.254.169.254 metadata), CGNAT
-        # (100.100.100.200 metadata), unique-local (fd00:ec2::254 metadata), reserved and unspecified.
-        return ip.is_global and not ip.is_multicast
+        # An IPv6 address that carries an IPv4 one is allowed when either form is in an allowed network.
+        candidates = [ip] if (embedded := _embedded_ipv4(ip)) is None else [ip, embedded]
+        if any(c in net for c in candidates for net in self.allowed_networks):
+            return True
+        return _is_public(ip)
+
+
+# IPv6 ranges refused outright: deprecated or special forms whose destination is not a plain global host.
+# is_global (Python 3.11) calls all of these global except Teredo.
+_REFUSED_IPV6 = tuple(
+    ipaddress.IPv6Network(cidr)
+    for cidr in (
+        "::/96",  # IPv4-compatible ::a.b.c.d (deprecated, RFC 4291); also :: and ::1
+        "::ffff:0:0:0/96",  # IPv4-translated ::ffff:0:a.b.c.d (SIIT, RFC 2765)
+        "64:ff9b:1::/48",  # local-use NAT64 (RFC 8215): translates to the operator's own IPv4 space
+        "2001::/32",  # Teredo tunnels (reach whatever IPv4 host the tunnel names)
+        "fec0::/10",  # site-local (deprecated, RFC 3879): the internal network
+    )
+)
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # well-known NAT64 prefix (RFC 6052): last 32 bits are IPv4
+
+
+def _embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address a translated IPv6 address reaches: IPv4-mapped, NAT64 or 6to4."""
+    if isinstance(ip, ipaddress.IPv4Address):
+        return None
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip.ipv4_mapped or ip.sixtofour
+
+
+def _is_public(ip: IPAddress) -> bool:
+    # is_global is False for private, loopback, link-local (169.254.169.254 metadata), CGNAT
+    # (100.100.100.200 metadata), unique-local (fd00:ec2::254 metadata), reserved and unspecified.
+    if isinstance(ip, ipaddress.IPv6Address):
+        if any(ip in net for net in _REFUSED_IPV6):
+            return False
+        embedded = _embedded_ipv4(ip)
+        if embedded is not None:
+            return _is_public(embedded)
+    return ip.is_global and not ip.is_multicast
 
 
 def _parse_ip(address: str) -> IPAddress | None:
     try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0].strip("[]"))
+        return ipaddress.ip_address(address.split("%", 1)[0].strip("[]"))
     except ValueError:
         return None
-    if isinstance(ip, ipaddress.IPv6Address):
-        mapped = ip.ipv4_mapped or ip.sixtofour
-        if mapped is not None:
-            return mapped
-    return ip
 
 
 class BlockedAddressError(OSError):
@@ -114,18 +149,27 @@ class FetchLimits:
     max_bytes: int
     timeout_s: float
     max_redirects: int
+    max_connections: int = 64  # the whole server's pool
+    per_account: int = 8  # one account's share of it, across all its requests
 
 
 class ImageFetcher:
-    """Fetches image URLs under an AddressPolicy and FetchLimits. Create and close inside the event loop."""
+    """Fetches image URLs under an AddressPolicy and FetchLimits. Create and close inside the event loop.
+
+    Connections are shared fairly through connection(account): each account may hold `per_account` of the
+    `max_connections`, and when the pool is full a freed connection goes to the next waiting account in turn.
+    """
 
     def __init__(self, policy: AddressPolicy, limits: FetchLimits) -> None:
         self._policy = policy
         self._limits = limits
         self._session: aiohttp.ClientSession | None = None
+        self.slots = FairSlots(limits.max_connections, limits.per_account)
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(resolver=_PolicyResolver(self._policy), limit=64, ttl_dns_cache=30)
+        connector = aiohttp.TCPConnector(
+            resolver=_PolicyResolver(self._policy), limit=self._limits.max_connections, ttl_dns_cache=30
+        )
         self._session = aiohttp.ClientSession(
             connector=connector,
             trust_env=False,  # a proxy from the environment would bypass the address checks
@@ -138,7 +182,12 @@ class ImageFetcher:
             await self._session.close()
             self._session = None
 
+    def connection(self, account: str) -> AbstractAsyncContextManager[None]:
+        """Wait for one of `account`'s connection slots; fetch inside it."""
+        return self.slots.slot(account)
+
     async def fetch(self, url: str) -> bytes:
+        """The image at `url`. Call inside connection(account): the pool is shared fairly only that way."""
         try:
             async with asyncio.timeout(self._limits.timeout_s):
                 return await self._follow(URL(url))

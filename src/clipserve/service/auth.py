@@ -40,6 +40,11 @@ class Caller:
     def is_admin(self) -> bool:
         return self.key is not None and self.key.is_admin
 
+    @property
+    def account(self) -> str:
+        """Whose fair share of image fetches and queues this caller uses: its account, or "local"."""
+        return "local" if self.key is None else f"account:{self.key.account_id}"
+
 
 LOCAL_CALLER = Caller(key=None)
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
@@ -27,8 +28,8 @@ T = TypeVar("T")
 class ImageLimits:
     max_bytes: int
     max_pixels: int
-    fetch_concurrency: int
     draft_min_side: int | None = None  # JPEG DCT-domain downscaling floor; None decodes at full size
+    max_aspect_ratio: float | None = None  # longest side / shortest side; None: no cap
 
 
 @dataclass(frozen=True)
@@ -77,21 +78,36 @@ class EmbeddingService:
                 param="dimensions",
             )
 
-    async def embed(self, items: Sequence[InputItem]) -> EmbeddingResult:
-        """Embed every item; any invalid item fails the request (4xx) without touching other requests."""
+    async def embed(self, items: Sequence[InputItem], *, account: str) -> EmbeddingResult:
+        """Embed every item; any invalid item fails the request (4xx) without touching other requests.
+
+        `account` is whose fair share of URL connections and decode-ahead slots the images wait for: one
+        account's thousand images queue behind each other, not in front of another account's one.
+        """
         texts = [(i, item) for i, item in enumerate(items) if isinstance(item, TextItem)]
         images = [(i, item) for i, item in enumerate(items) if isinstance(item, ImageItem)]
-        # Admission first: a full queue answers 503 before any decoding work is spent.
+        inline_bytes = sum(_inline_size(im.source) for _, im in images if not is_remote_source(im.source))
+        # Admission first: a full queue (items or bytes) answers 503 before any decoding work is spent.
         with (
             self._queues.texts.reserve(len(texts)) as text_slots,
-            self._queues.images.reserve(len(images)) as image_slots,
+            self._queues.images.reserve(len(images), inline_bytes) as image_slots,
         ):
             started = time.perf_counter()
-            tokenized, pixels = await self._prepare([t.text for _, t in texts], [im for _, im in images])
-            decode_s = time.perf_counter() - started
-            futures = self._submit(text_slots, image_slots, tokenized, pixels)
-        results = await asyncio.gather(*futures)
-
+            prepared: list[float] = []  # when each payload reached its queue
+            text_job = (
+                asyncio.ensure_future(self._encode_texts([t.text for _, t in texts], text_slots, prepared))
+                if texts
+                else None
+            )
+            try:
+                image_results = await _gather_or_cancel(
+                    [self._encode_image(item, image_slots, account, prepared) for _, item in images]
+                )
+                tokenized, text_results = await text_job if text_job is not None else (None, [])
+            finally:
+                if text_job is not None and not text_job.cancel() and not text_job.cancelled():
+                    text_job.exception()  # finished (maybe failed) while an image failed: retrieved here
+        results = [*text_results, *image_results]
         vectors = np.empty((len(items), self._runtime.embed_dim), dtype=np.float32)
         for (index, _), result in zip([*texts, *images], results, strict=True):
             vectors[index] = result.value
@@ -100,41 +116,52 @@ class EmbeddingService:
             text_tokens=sum(tokenized.token_counts) if tokenized else 0,
             token_counts=tokenized.token_counts if tokenized else [],
             image_count=len(images),
-            timings=_timings(decode_s, results),
+            timings=_timings(max(prepared, default=started) - started, results),
         )
 
-    def _submit(
-        self,
-        text_slots: Reservation,
-        image_slots: Reservation,
-        tokenized: TokenizedTexts | None,
-        pixels: list[torch.Tensor],
-    ) -> list[asyncio.Future[Batched[np.ndarray]]]:
-        futures = []
-        if tokenized is not None:
-            futures += self._queues.texts.submit(text_slots, list(tokenized.ids))
-        if pixels:
-            futures += self._queues.images.submit(image_slots, pixels)
-        return futures
-
-    async def _prepare(
-        self, texts: list[str], images: list[ImageItem]
-    ) -> tuple[TokenizedTexts | None, list[torch.Tensor]]:
+    async def _encode_texts(
+        self, texts: list[str], slots: Reservation, prepared: list[float]
+    ) -> tuple[TokenizedTexts, list[Batched[np.ndarray]]]:
         loop = asyncio.get_running_loop()
-        tokenizing = loop.run_in_executor(self._decode_pool, self._runtime.tokenize, texts) if texts else None
-        fetch_gate = asyncio.Semaphore(self._limits.fetch_concurrency)
-        pixels = await _gather_or_cancel([self._load_image(item, fetch_gate) for item in images])
-        tokenized = await tokenizing if tokenizing is not None else None
-        return tokenized, pixels
+        tokenized = await loop.run_in_executor(self._decode_pool, self._runtime.tokenize, texts)
+        futures = self._queues.texts.submit(slots, list(tokenized.ids))
+        prepared.append(time.perf_counter())
+        return tokenized, await asyncio.gather(*futures)
 
-    async def _load_image(self, item: ImageItem, fetch_gate: asyncio.Semaphore) -> torch.Tensor:
+    async def _encode_image(
+        self, item: ImageItem, slots: Reservation, account: str, prepared: list[float]
+    ) -> Batched[np.ndarray]:
+        """Fetch (on the account's connections), decode once the model has room, and queue one image.
+
+        A decoded image holds a decode-ahead slot until its batch has run, so decoded tensors in memory
+        stay bounded however many images are admitted; a fetched image keeps its connection slot until
+        it may decode, so fetched bytes waiting for the decoder are bounded by the connection pool.
+        """
         loop = asyncio.get_running_loop()
         try:
             if is_remote_source(item.source):
-                async with fetch_gate:
+                async with self._fetcher.connection(account):
                     data = await self._fetcher.fetch(item.source)
-                return await loop.run_in_executor(self._decode_pool, self._decode_bytes, data)
-            return await loop.run_in_executor(self._decode_pool, self._decode_inline, item.source)
+                    slots.hold_bytes(len(data))
+                    release = await self._queues.decoded.acquire(account)
+                decode: Callable[[], torch.Tensor] = partial(self._decode_bytes, data)
+                held = len(data)
+                del data  # only the decode job keeps the encoded bytes
+            else:
+                release = await self._queues.decoded.acquire(account)
+                decode, held = partial(self._decode_inline, item.source), _inline_size(item.source)
+            try:
+                pixels = await loop.run_in_executor(self._decode_pool, decode)
+            except BaseException:
+                release()
+                raise
+            finally:
+                slots.drop_bytes(held)
+                del decode
+            (future,) = self._queues.images.submit(slots, [pixels])
+            prepared.append(time.perf_counter())
+            future.add_done_callback(lambda _: release())
+            return await future
         except ClipserveError as exc:
             exc.param = exc.param or item.param
             exc.message = f"{item.param}: {exc.message}"
@@ -147,7 +174,10 @@ class EmbeddingService:
         if len(data) > self._limits.max_bytes:
             raise ImageTooLargeError(f"image is {len(data)} bytes; the limit is {self._limits.max_bytes}")
         image = decode_image(
-            data, max_pixels=self._limits.max_pixels, draft_min_side=self._limits.draft_min_side
+            data,
+            max_pixels=self._limits.max_pixels,
+            max_aspect_ratio=self._limits.max_aspect_ratio,
+            draft_min_side=self._limits.draft_min_side,
         )
         return self._runtime.preprocess(image)
 
@@ -166,6 +196,11 @@ async def _gather_or_cancel(coros: list[Coroutine[Any, Any, T]]) -> list[T]:
     finally:
         for task in tasks:
             task.cancel()
+
+
+def _inline_size(source: str) -> int:
+    """The decoded size of an inline (base64) image, counted against the queue's bytes at admission."""
+    return len(source) * 3 // 4
 
 
 def _timings(decode_s: float, results: Sequence[Batched[np.ndarray]]) -> RequestTimings:

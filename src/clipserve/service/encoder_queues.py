@@ -1,4 +1,5 @@
-"""The two batch queues in front of the model (images, texts), sharing one compute thread."""
+"""The two batch queues in front of the model (images, texts), sharing one compute thread, and the
+decode-ahead slots that bound how many decoded images wait for the image queue."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 
 from clipserve.config import Settings
 from clipserve.runtime.batcher import BatchObserver, DynamicBatcher
+from clipserve.runtime.fair_slots import FairSlots
 from clipserve.runtime.model import ClipRuntime
 
 ImageQueue = DynamicBatcher[torch.Tensor, np.ndarray]
@@ -20,6 +22,7 @@ TextQueue = DynamicBatcher[torch.Tensor, np.ndarray]
 class EncoderQueues:
     images: ImageQueue
     texts: TextQueue
+    decoded: FairSlots  # one slot per decoded image, held until its batch has run
 
     @classmethod
     def create(
@@ -42,6 +45,8 @@ class EncoderQueues:
             max_batch_size=settings.image_batch_size,
             max_wait_s=wait_s,
             max_queue_size=queue_size,
+            max_queue_bytes=settings.max_queue_bytes,
+            payload_bytes=_tensor_bytes,
             observer=observer,
         )
         texts: TextQueue = DynamicBatcher(
@@ -53,7 +58,10 @@ class EncoderQueues:
             max_queue_size=queue_size,
             observer=observer,
         )
-        return cls(images=images, texts=texts)
+        # Per account the whole pool: when contended, freed slots go round-robin between accounts anyway,
+        # and one account alone must be able to decode a batch ahead while the model runs the last one.
+        decoded = FairSlots(settings.image_decode_ahead, per_tenant=settings.image_decode_ahead)
+        return cls(images=images, texts=texts, decoded=decoded)
 
     def start(self) -> None:
         self.images.start()
@@ -63,3 +71,7 @@ class EncoderQueues:
         """Drain both queues: everything admitted is answered."""
         await self.images.stop()
         await self.texts.stop()
+
+
+def _tensor_bytes(pixels: torch.Tensor) -> int:
+    return pixels.element_size() * pixels.nelement()

@@ -30,7 +30,9 @@ class RankService:
         self._embeddings = embeddings
         self._max_documents = max_documents
 
-    async def rank(self, query: InputItem, documents: list[InputItem], top_n: int | None) -> RankResult:
+    async def rank(
+        self, query: InputItem, documents: list[InputItem], top_n: int | None, account: str
+    ) -> RankResult:
         if not documents:
             raise InvalidRequestError("documents must not be empty", param="documents")
         if len(documents) > self._max_documents:
@@ -39,7 +41,7 @@ class RankService:
             )
         if top_n is not None and top_n < 1:
             raise InvalidRequestError("top_n must be at least 1", param="top_n")
-        embedded = await self._embeddings.embed([query, *documents])
+        embedded = await self._embeddings.embed([query, *documents], account=account)
         scores = embedded.vectors[1:] @ embedded.vectors[0]
         order = np.argsort(-scores, kind="stable")[: top_n or len(documents)]
         return RankResult(
