@@ -43,7 +43,10 @@ class PromptEncoder:
         tokens_encoded = 0
         for start in range(0, len(missing), self._chunk_size):
             chunk = missing[start : start + self._chunk_size]
-            result = await self._embeddings.embed([TextItem(p, "labels") for p in chunk])
+            result = await self._embeddings.embed(
+                [TextItem(p, "labels") for p in chunk],
+                account="prompts",  # texts: no fetch or decode slots
+            )
             counts = result.token_counts
             for prompt, vector, tokens in zip(chunk, result.vectors, counts, strict=True):
                 # a copy: a row view would keep the whole batch's array alive behind the cache's byte count
