@@ -16,7 +16,7 @@ import string
 import time
 from typing import Any
 
-WORD_LETTERS = "абвгдеёжзийклмнопрстуфхцчшщъыьэюя"  # 2 UTF-8 bytes each: 40,000 byte symbols in one word
+WORD_LETTERS = string.ascii_lowercase  # one regex word; open_clip merges it pass by pass over the whole word
 
 
 def random_words(rng: random.Random, chars: int) -> str:
@@ -88,7 +88,7 @@ def main() -> None:
         ("100 texts x 20,000 chars of new words (s, mean)", sum(ref["batch_s"]) / args.batches,
          sum(ours["batch_s"]) / args.batches),
         (f"RSS kept after {args.batches} such batches (MB)", ref["rss_growth_mb"], ours["rss_growth_mb"]),
-        (f"one {args.long_word_chars:,}-letter word, 2-byte script (s)", ref["long_word_s"], ours["long_word_s"]),
+        (f"one {args.long_word_chars:,}-letter word (s)", ref["long_word_s"], ours["long_word_s"]),
         ("1000 prompts of 600 chars: worst classify (s)", ref["worst_classify_s"], ours["worst_classify_s"]),
         ("6 short prompts: a normal classify (s)", ref["normal_classify_s"], ours["normal_classify_s"]),
         ("8 labels of 150 KB (now refused; s)", ref["old_attack_s"], ours["old_attack_s"]),
