@@ -103,6 +103,14 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         default=40_000_000, ge=1, description="Largest decoded image (width*height); more is a 400."
     )
+    # images (issue 10): preprocessing resizes the short side to 224 first, so its cost grows with the ratio
+    max_image_aspect_ratio: float = Field(
+        default=20.0,
+        ge=1.0,
+        allow_inf_nan=False,
+        description="Longest side / shortest side of an image; more is a 400 (the model sees the centre "
+        "square only, and the resize before the crop grows with the ratio).",
+    )
 
     # classification and ranking
     max_labels: int = Field(default=1000, ge=2, description="Labels per /v1/classify request.")

@@ -191,3 +191,9 @@ class CollectionQuotaError(InvalidRequestError):
     (the openai SDK among them) retry 429s on their own."""
 
     default_code = "collection_quota_exceeded"
+
+
+class ImageAspectRatioError(InvalidRequestError):
+    """The image is longer on one side than the aspect-ratio cap allows (refused before decoding)."""
+
+    default_code = "image_aspect_ratio"

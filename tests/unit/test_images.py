@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipserve.errors import ImageTooLargeError, InvalidImageError
+from clipserve.errors import ImageAspectRatioError, ImageTooLargeError, InvalidImageError, InvalidRequestError
 from clipserve.runtime.images import decode_image
 from tests.support import encode_image, gradient_image
 
@@ -141,3 +141,73 @@ def test_large_jpegs_decode_at_a_reduced_size_but_never_below_the_floor() -> Non
     assert decode_image(small, max_pixels=MAX_PIXELS, draft_min_side=448).size == (640, 480)
     png = encode_image(gradient_image(2000, 1000), "PNG")
     assert decode_image(png, max_pixels=MAX_PIXELS, draft_min_side=448).size == (2000, 1000)
+
+
+def solid_png(width: int, height: int) -> bytes:
+    return encode_image(Image.new("RGB", (width, height), (10, 200, 30)), "PNG")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [solid_png(3000, 1), solid_png(1, 3000), solid_png(21, 1), solid_png(1, 21), solid_png(2001, 100)],
+    ids=["3000x1", "1x3000", "21x1", "1x21", "2001x100"],
+)
+def test_images_beyond_the_aspect_ratio_cap_are_refused(data: bytes) -> None:
+    with pytest.raises(ImageAspectRatioError, match="the limit is 20:1") as refused:
+        decode_image(data, max_pixels=MAX_PIXELS, max_aspect_ratio=20)
+    assert isinstance(refused.value, InvalidRequestError)
+    assert (refused.value.status_code, refused.value.code) == (400, "image_aspect_ratio")
+
+
+@pytest.mark.parametrize(("width", "height"), [(100_000, 1), (1, 100_000), (40_000, 1000)])
+def test_aspect_ratio_is_checked_on_the_header_before_decoding(width: int, height: int) -> None:
+    # Only the header is valid: decoding would fail as a truncated image, so the cap must come first.
+    with pytest.raises(ImageAspectRatioError):
+        decode_image(_png_header_only(width, height), max_pixels=MAX_PIXELS, max_aspect_ratio=20)
+
+
+@pytest.mark.parametrize(("width", "height"), [(20, 1), (1, 20), (2000, 100), (1, 1), (7, 3)])
+def test_images_at_or_inside_the_aspect_ratio_cap_decode(width: int, height: int) -> None:
+    assert decode_image(solid_png(width, height), max_pixels=MAX_PIXELS, max_aspect_ratio=20).size == (
+        width,
+        height,
+    )
+
+
+def test_aspect_ratio_cap_is_configurable() -> None:
+    assert decode_image(solid_png(10, 2), max_pixels=MAX_PIXELS, max_aspect_ratio=5).size == (10, 2)
+    with pytest.raises(ImageAspectRatioError, match=r"5\.5:1; the limit is 5:1"):
+        decode_image(solid_png(11, 2), max_pixels=MAX_PIXELS, max_aspect_ratio=5)
+
+
+def test_float_image_with_non_finite_values_is_stretched_over_its_finite_range() -> None:
+    values = np.tile(np.linspace(-3.0, 7.0, 64, dtype=np.float32), (8, 1))
+    values[0, :3] = [np.nan, np.inf, -np.inf]
+    gray = np.asarray(decode(encode_image(Image.fromarray(values), "TIFF")))
+    assert gray.shape == (8, 64)
+    assert gray[1:, 0].tolist() == [0] * 7  # -3.0, the finite minimum
+    assert gray[1:, -1].tolist() == [255] * 7  # 7.0, the finite maximum
+    assert gray[0, :3].tolist() == [0, 255, 0]  # NaN -> low end, +inf -> high end, -inf -> low end
+    assert np.all(np.diff(gray[1].astype(int)) >= 0)
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I", "F"])
+def test_high_depth_images_larger_than_one_stripe_scale_exactly(mode: str) -> None:
+    rng = np.random.default_rng(3)
+    shape = (700, 1600)  # 1.1 M pixels: more than one 1 M-pixel stripe
+    if mode == "I;16":
+        raw = rng.integers(0, 65536, size=shape, dtype=np.uint16)
+        expected = np.clip(np.rint(raw.astype(np.float64) / 257.0), 0, 255)
+        data = encode_image(Image.fromarray(raw), "PNG")
+    elif mode == "I":
+        raw = rng.integers(-1000, 3_000_000, size=shape, dtype=np.int32)
+        expected = np.clip(np.rint(raw.astype(np.float64) / float(raw.max()) * 255.0), 0, 255)
+        data = encode_image(Image.fromarray(raw), "TIFF")
+    else:
+        raw = rng.normal(size=shape).astype(np.float32)
+        low, high = float(raw.min()), float(raw.max())
+        expected = np.clip(np.rint((raw - low) * (255.0 / (high - low))), 0, 255)
+        data = encode_image(Image.fromarray(raw), "TIFF")
+    decoded = decode(data)
+    assert decoded.mode == "L"
+    assert np.array_equal(np.asarray(decoded), expected.astype(np.uint8))

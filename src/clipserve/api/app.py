@@ -208,6 +208,7 @@ async def _running_services(context: AppContext) -> AsyncIterator[None]:
             settings.max_image_pixels,
             settings.image_fetch_concurrency,
             draft_min_side=JPEG_DRAFT_MIN_SIDE if settings.jpeg_draft else None,
+            max_aspect_ratio=settings.max_image_aspect_ratio,
         ),
     )
     prompt_cache = PromptCache(
