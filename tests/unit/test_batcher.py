@@ -37,6 +37,7 @@ async def batcher_for(
             max_batch_size=int(options["max_batch_size"]),
             max_wait_s=options["max_wait_s"],
             max_queue_size=int(options["max_queue_size"]),
+            max_tenant_items=int(options["max_tenant_items"]) if "max_tenant_items" in options else None,
         )
         batcher.start()
         try:
@@ -164,3 +165,35 @@ async def test_the_queue_is_bounded_in_bytes_reserved_held_and_queued() -> None:
             assert batcher.depth == 0
         finally:
             await batcher.stop()
+
+
+async def test_batches_take_tenants_round_robin_so_a_backlog_cannot_starve_a_late_tenant() -> None:
+    recorder = Recorder()
+    gate = threading.Event()
+    async with batcher_for(recorder.square, max_batch_size=4, max_wait_s=0.0) as batcher:
+        blocker = asyncio.get_running_loop().run_in_executor(batcher._executor, gate.wait, 10)
+        with batcher.reserve(12, tenant="attacker") as slots:
+            backlog = batcher.submit(slots, list(range(100, 112)))
+        with batcher.reserve(1, tenant="victim") as slot:
+            (victim,) = batcher.submit(slot, [7])
+        gate.set()
+        await blocker
+        await asyncio.gather(victim, *backlog)
+    # first batch already taken while the model thread was blocked holds attacker items only; the victim's
+    # item rides in the next batch, not behind all twelve
+    flat = [p for batch in recorder.batches for p in batch]
+    assert flat.index(7) <= 5
+    assert [p for p in flat if p != 7] == list(range(100, 112))  # each tenant's own order is kept
+
+
+async def test_one_tenant_cannot_hold_more_than_its_share_of_the_queue() -> None:
+    async with batcher_for(Recorder().square, max_queue_size=64, max_tenant_items=10) as batcher:
+        held = batcher.reserve(8, tenant="a")
+        with pytest.raises(QueueFullError, match="each account may hold 10"):
+            batcher.reserve(3, tenant="a")
+        other = batcher.reserve(10, tenant="b")  # another tenant still gets in
+        held.release()
+        batcher.reserve(10, tenant="a").release()  # released slots count no more
+        other.release()
+        assert batcher.depth == 0
+        assert not batcher._tenant_items

@@ -3,7 +3,9 @@
 Knows nothing of HTTP or CLIP. Items are admitted in all-or-nothing reservations against a queue bounded in
 items and in bytes (so a request either gets all its slots or a QueueFullError at once), submitted all at once
 or a few at a time under their reservation, collected until the batch is full or the oldest item has waited
-`max_wait_s`, and run on an executor so the event loop never runs model code.
+`max_wait_s`, and run on an executor so the event loop never runs model code. A reservation may name a tenant
+(the service uses the account): each tenant holds at most `max_tenant_items` of the queue, and batches take
+tenants' items round-robin, so one tenant's backlog cannot starve another.
 If a batch fails, its items are retried one by one so a bad item fails alone.
 """
 
@@ -13,13 +15,14 @@ import asyncio
 import itertools
 import logging
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from clipserve.errors import ServiceOverloadedError, ServiceUnavailableError
+from clipserve.runtime.fair_queue import FairQueue
 
 logger = logging.getLogger(__name__)
 
@@ -62,30 +65,38 @@ class _Pending(Generic[T, R]):
     future: asyncio.Future[Batched[R]]
     enqueued_at: float
     nbytes: int = 0
+    tenant: Hashable = None
 
 
 class Reservation:
     """Queue slots (and bytes) held for one request between admission and submission."""
 
-    def __init__(self, adjust: Callable[[int, int], None], size: int, nbytes: int = 0) -> None:
+    def __init__(
+        self,
+        adjust: Callable[[Hashable, int, int], None],
+        size: int,
+        nbytes: int = 0,
+        tenant: Hashable = None,
+    ) -> None:
         self._adjust = adjust
         self.size = size
         self.nbytes = nbytes
+        self.tenant = tenant
 
     def hold_bytes(self, nbytes: int) -> None:
         """Count more bytes against the queue for this request (e.g. an image just fetched); never refuses."""
         self.nbytes += nbytes
-        self._adjust(0, nbytes)
+        self._adjust(self.tenant, 0, nbytes)
 
     def drop_bytes(self, nbytes: int) -> None:
         nbytes = min(nbytes, self.nbytes)
         self.nbytes -= nbytes
-        self._adjust(0, -nbytes)
+        self._adjust(self.tenant, 0, -nbytes)
 
     def release(self) -> None:
         if self.size or self.nbytes:
             size, nbytes, self.size, self.nbytes = self.size, self.nbytes, 0, 0
-            self._adjust(-size, -nbytes)
+            self._adjust(self.tenant, -size, -nbytes)
 
     def __enter__(self) -> Reservation:
         return self
@@ -105,6 +116,7 @@ class DynamicBatcher(Generic[T, R]):
         max_wait_s: float,
         max_queue_size: int,
         max_queue_bytes: int | None = None,
+        max_tenant_items: int | None = None,
         payload_bytes: Callable[[T], int] | None = None,
         observer: BatchObserver | None = None,
     ) -> None:
@@ -115,10 +127,14 @@ class DynamicBatcher(Generic[T, R]):
         self._max_wait_s = max_wait_s
         self._max_queue_size = max_queue_size
         self._max_queue_bytes = max_queue_bytes
+        self._max_tenant_items = max_tenant_items
         self._payload_bytes = payload_bytes
         self._observer = observer
-        self._pending: deque[_Pending[T, R]] = deque()
+        # Batches are filled round-robin across tenants, so one tenant's backlog never delays another's items
+        # by more than one item per active tenant; each tenant's own items keep their order.
+        self._pending: FairQueue[_Pending[T, R]] = FairQueue()
         self._reserved = 0
+        self._tenant_items: Counter[Hashable] = Counter()  # reserved + pending, per tenant
         self._bytes = 0  # reserved bytes plus the payloads waiting for or inside the model
         self._wakeup = asyncio.Event()
         self._stopping = False
@@ -135,14 +151,20 @@ class DynamicBatcher(Generic[T, R]):
         """Bytes counted against max_queue_bytes now."""
         return self._bytes
 
-    def reserve(self, size: int, nbytes: int = 0) -> Reservation:
-        """Admit `size` items (`nbytes` known now) or raise at once: QueueFullError when over capacity,
-        BatcherStoppedError if stopping."""
+    def reserve(self, size: int, nbytes: int = 0, *, tenant: Hashable = None) -> Reservation:
+        """Admit `size` items (`nbytes` known now) for `tenant` or raise at once: QueueFullError when over
+        capacity (the queue's, or the tenant's share of it), BatcherStoppedError if stopping."""
         if self._stopping:
             raise BatcherStoppedError(f"the {self.name} queue is shutting down")
         if self.depth + size > self._max_queue_size:
             raise QueueFullError(
                 f"the {self.name} queue is full ({self.depth} of {self._max_queue_size} items); retry shortly"
+            )
+        held = self._tenant_items[tenant]
+        if size and self._max_tenant_items is not None and held + size > self._max_tenant_items:
+            raise QueueFullError(
+                f"your requests already hold {held} of the {self.name} queue's items (each account may hold "
+                f"{self._max_tenant_items}); retry when they finish"
             )
         cap = self._max_queue_bytes
         if cap is not None and size and self._bytes + nbytes > cap:
@@ -152,7 +174,9 @@ class DynamicBatcher(Generic[T, R]):
             )
         self._reserved += size
         self._bytes += nbytes
-        return Reservation(self._adjust, size, nbytes)
+        if size:
+            self._tenant_items[tenant] += size
+        return Reservation(self._adjust, size, nbytes, tenant)
 
     def submit(self, reservation: Reservation, payloads: Sequence[T]) -> list[asyncio.Future[Batched[R]]]:
         """Queue payloads under a reservation holding at least as many slots; returns one future per payload."""
@@ -165,7 +189,7 @@ class DynamicBatcher(Generic[T, R]):
             future: asyncio.Future[Batched[R]] = loop.create_future()
             nbytes = self._payload_bytes(payload) if self._payload_bytes is not None else 0
             self._bytes += nbytes
-            self._pending.append(_Pending(payload, future, now, nbytes))
+            self._pending.push(reservation.tenant, _Pending(payload, future, now, nbytes, reservation.tenant))
             futures.append(future)
         # The slots now live in _pending.
         reservation.size -= len(payloads)
@@ -173,10 +197,17 @@ class DynamicBatcher(Generic[T, R]):
         self._wakeup.set()
         return futures
 
-    def _adjust(self, size: int, nbytes: int) -> None:
+    def _adjust(self, tenant: Hashable, size: int, nbytes: int) -> None:
         self._reserved += size
         self._bytes += nbytes
+        if size:
+            self._count_tenant(tenant, size)
         self._wakeup.set()
+
+    def _count_tenant(self, tenant: Hashable, size: int) -> None:
+        self._tenant_items[tenant] += size
+        if self._tenant_items[tenant] <= 0:
+            del self._tenant_items[tenant]
 
     def start(self) -> None:
         if self._task is None:
@@ -207,7 +238,7 @@ class DynamicBatcher(Generic[T, R]):
                     self._bytes -= sum(item.nbytes for item in batch)
 
     async def _wait_for_fill(self) -> None:
-        deadline = self._pending[0].enqueued_at + self._max_wait_s
+        deadline = min(item.enqueued_at for item in self._pending.heads()) + self._max_wait_s
         while len(self._pending) < self._max_batch_size and not self._stopping:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
@@ -222,7 +253,8 @@ class DynamicBatcher(Generic[T, R]):
     def _take_batch(self) -> list[_Pending[T, R]]:
         batch: list[_Pending[T, R]] = []
         while self._pending and len(batch) < self._max_batch_size:
-            item = self._pending.popleft()
+            item = self._pending.pop()
+            self._count_tenant(item.tenant, -1)
             if not item.future.done():  # skip items whose request was cancelled
                 batch.append(item)
             else:

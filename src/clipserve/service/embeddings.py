@@ -15,6 +15,7 @@ import torch
 
 from clipserve.errors import ClipserveError, ImageTooLargeError, InvalidRequestError
 from clipserve.runtime.batcher import Batched, Reservation
+from clipserve.runtime.fair_queue import FairExecutor
 from clipserve.runtime.fetch import ImageFetcher, decode_inline_image, is_remote_source
 from clipserve.runtime.images import decode_image
 from clipserve.runtime.model import ClipRuntime, TokenizedTexts
@@ -56,7 +57,7 @@ class EmbeddingService:
         runtime: ClipRuntime,
         queues: EncoderQueues,
         fetcher: ImageFetcher,
-        decode_pool: Executor,
+        decode_pool: FairExecutor,
         limits: ImageLimits,
     ) -> None:
         self._runtime = runtime
@@ -89,19 +90,25 @@ class EmbeddingService:
         inline_bytes = sum(_inline_size(im.source) for _, im in images if not is_remote_source(im.source))
         # Admission first: a full queue (items or bytes) answers 503 before any decoding work is spent.
         with (
-            self._queues.texts.reserve(len(texts)) as text_slots,
-            self._queues.images.reserve(len(images), inline_bytes) as image_slots,
+            self._queues.texts.reserve(len(texts), tenant=account) as text_slots,
+            self._queues.images.reserve(len(images), inline_bytes, tenant=account) as image_slots,
         ):
             started = time.perf_counter()
             prepared: list[float] = []  # when each payload reached its queue
+            decode_pool = self._decode_pool.for_tenant(account)
             text_job = (
-                asyncio.ensure_future(self._encode_texts([t.text for _, t in texts], text_slots, prepared))
+                asyncio.ensure_future(
+                    self._encode_texts([t.text for _, t in texts], text_slots, decode_pool, prepared)
+                )
                 if texts
                 else None
             )
             try:
                 image_results = await _gather_or_cancel(
-                    [self._encode_image(item, image_slots, account, prepared) for _, item in images]
+                    [
+                        self._encode_image(item, image_slots, account, decode_pool, prepared)
+                        for _, item in images
+                    ]
                 )
                 tokenized, text_results = await text_job if text_job is not None else (None, [])
             finally:
@@ -120,16 +127,21 @@ class EmbeddingService:
         )
 
     async def _encode_texts(
-        self, texts: list[str], slots: Reservation, prepared: list[float]
+        self, texts: list[str], slots: Reservation, decode_pool: Executor, prepared: list[float]
     ) -> tuple[TokenizedTexts, list[Batched[np.ndarray]]]:
         loop = asyncio.get_running_loop()
-        tokenized = await loop.run_in_executor(self._decode_pool, self._runtime.tokenize, texts)
+        tokenized = await loop.run_in_executor(decode_pool, self._runtime.tokenize, texts)
         futures = self._queues.texts.submit(slots, list(tokenized.ids))
         prepared.append(time.perf_counter())
         return tokenized, await asyncio.gather(*futures)
 
     async def _encode_image(
-        self, item: ImageItem, slots: Reservation, account: str, prepared: list[float]
+        self,
+        item: ImageItem,
+        slots: Reservation,
+        account: str,
+        decode_pool: Executor,
+        prepared: list[float],
     ) -> Batched[np.ndarray]:
         """Fetch (on the account's connections), decode once the model has room, and queue one image.
 
@@ -151,7 +163,7 @@ class EmbeddingService:
                 release = await self._queues.decoded.acquire(account)
                 decode, held = partial(self._decode_inline, item.source), _inline_size(item.source)
             try:
-                pixels = await loop.run_in_executor(self._decode_pool, decode)
+                pixels = await loop.run_in_executor(decode_pool, decode)
             except BaseException:
                 release()
                 raise

@@ -45,6 +45,7 @@ class EncoderQueues:
             max_batch_size=settings.image_batch_size,
             max_wait_s=wait_s,
             max_queue_size=queue_size,
+            max_tenant_items=settings.queue_items_per_account,
             max_queue_bytes=settings.max_queue_bytes,
             payload_bytes=_tensor_bytes,
             observer=observer,
@@ -56,6 +57,7 @@ class EncoderQueues:
             max_batch_size=settings.text_batch_size,
             max_wait_s=wait_s,
             max_queue_size=queue_size,
+            max_tenant_items=settings.queue_items_per_account,
             observer=observer,
         )
         # Per account the whole pool: when contended, freed slots go round-robin between accounts anyway,
