@@ -35,9 +35,24 @@ def add_collections_commands(commands: Any) -> None:
     load.add_argument(
         "--api-key", default=os.environ.get("CLIPSERVE_API_KEY"), help="API key [env CLIPSERVE_API_KEY]"
     )
-    load.add_argument("--batch-size", type=int, default=32, help="items per request (default 32)")
+    load.add_argument(
+        "--batch-size", type=_batch_size, default=32, help=f"items per request, 1 to {MAX_BATCH} (default 32)"
+    )
     load.add_argument("--state", type=Path, help="progress log (default: SOURCE.clipserve-import-NAME.log)")
     load.set_defaults(handler=lambda _settings, args: run_import(args))
+
+
+MAX_BATCH = 4096  # the server refuses more per add anyway (max_collection_items_per_request)
+
+
+def _batch_size(value: str) -> int:
+    try:
+        size = int(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from exc
+    if not 1 <= size <= MAX_BATCH:
+        raise argparse.ArgumentTypeError(f"{value!r}: a batch is 1 to {MAX_BATCH} items")
+    return size
 
 
 def run_import(args: argparse.Namespace) -> int:

@@ -11,16 +11,26 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
+from clipserve.api.protocol_accounts import (
+    MAX_CREDIT_DOLLARS,
+    MAX_KEY_LIFETIME_DAYS,
+    MAX_RATE_LIMIT_PER_MINUTE,
+    MAX_RECORD_ID,
+)
 from clipserve.config import Settings
 from clipserve.errors import ClipserveError
 from clipserve.service.api_keys import display_prefix
-from clipserve.service.pricing import dollars_to_micros, micros_to_dollars
+from clipserve.service.pricing import MICROS_PER_DOLLAR, dollars_to_micros, micros_to_dollars
+from clipserve.service.text_checks import has_lone_surrogate
 from clipserve.store.accounts import AccountStore
 from clipserve.store.database import Database
 from clipserve.store.ledger import LedgerStore
 from clipserve.store.records import KeyOptions
 
 STORE_SETTINGS = ("data_dir", "database_url", "log_level")
+MAX_USAGE_DAYS = 3660  # `keys usage --days`: ten years of daily rows is still a short report
 Handler = Callable[[AccountStore, LedgerStore, argparse.Namespace], int]
 
 
@@ -34,33 +44,39 @@ def add_keys_commands(
     actions = keys.add_subparsers(dest="keys_command", required=True)
 
     create = actions.add_parser("create", help="create a key (and its account); prints the key once")
-    create.add_argument("--name", required=True, help="name of the key (and of the new account)")
-    create.add_argument("--credit", type=_dollars, default=Decimal(0), help="dollars of credit to grant")
-    create.add_argument("--account", type=int, help="add the key to this existing account id")
+    create.add_argument("--name", required=True, type=_name, help="name of the key (and of the new account)")
+    create.add_argument("--credit", type=_credit, default=Decimal(0), help="dollars of credit to grant")
+    create.add_argument("--account", type=_record_id, help="add the key to this existing account id")
     create.add_argument("--admin", action="store_true", help="the key may use the admin routes")
-    create.add_argument("--expires-in-days", type=float, help="the key stops working after this many days")
-    create.add_argument("--requests-per-minute", type=int, help="this key's limit (0: unlimited)")
-    create.add_argument("--images-per-minute", type=int, help="this key's limit (0: unlimited)")
+    create.add_argument(
+        "--expires-in-days", type=_lifetime_days, help="the key stops working after this many days"
+    )
+    create.add_argument("--requests-per-minute", type=_per_minute, help="this key's limit (0: unlimited)")
+    create.add_argument("--images-per-minute", type=_per_minute, help="this key's limit (0: unlimited)")
     create.set_defaults(keys_handler=_create)
 
     listing = actions.add_parser("list", help="list keys (never the secrets) with their accounts' balances")
-    listing.add_argument("--account", type=int, help="only this account's keys")
+    listing.add_argument("--account", type=_record_id, help="only this account's keys")
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(keys_handler=_list)
 
     revoke = actions.add_parser("revoke", help="revoke a key at once")
-    revoke.add_argument("key", help="key id (from `keys list`) or its label sk-clip-XXXXXXXXXXXX...")
+    revoke.add_argument(
+        "key", type=_key_reference, help="key id (from `keys list`) or its label sk-clip-XXXXXXXXXXXX..."
+    )
     revoke.set_defaults(keys_handler=_revoke)
 
     grant = actions.add_parser("grant", help="add credit to an account (negative to remove)")
-    grant.add_argument("--account", type=int, required=True, help="account id")
-    grant.add_argument("--credit", type=_dollars, required=True, help="dollars")
-    grant.add_argument("--note", help="why (kept in the ledger)")
+    grant.add_argument("--account", type=_record_id, required=True, help="account id")
+    grant.add_argument("--credit", type=_signed_credit, required=True, help="dollars (negative: remove)")
+    grant.add_argument("--note", type=_note, help="why (kept in the ledger)")
     grant.set_defaults(keys_handler=_grant)
 
     usage = actions.add_parser("usage", help="spend per day and endpoint")
-    usage.add_argument("--account", type=int, help="one account (default: all)")
-    usage.add_argument("--days", type=int, default=30, help="how many days back (default 30)")
+    usage.add_argument("--account", type=_record_id, help="one account (default: all)")
+    usage.add_argument(
+        "--days", type=_usage_days, default=30, help=f"how many days back, 1 to {MAX_USAGE_DAYS} (default 30)"
+    )
     usage.set_defaults(keys_handler=_usage)
 
     audit = actions.add_parser("audit", help="check balance == grants - charges for every account")
@@ -80,16 +96,92 @@ def run_keys(settings: Settings, args: argparse.Namespace) -> int:
     except ClipserveError as exc:
         print(f"clipserve: error: {exc.message}", file=sys.stderr)
         return 1
+    except SQLAlchemyError as exc:
+        print(f"clipserve: error: accounts database {database.display_url}: {exc}", file=sys.stderr)
+        return 1
     finally:
         database.close()
 
 
-def _dollars(value: str) -> Decimal:
+# argparse value types: a bad value is one line on stderr and exit code 2 (cli.OneLineArgumentParser), and
+# each range is the one the admin HTTP routes enforce (api/protocol_accounts.py).
+
+
+def _dollars(value: str, low: Decimal) -> Decimal:
     try:
-        dollars_to_micros(value)
-        return Decimal(value)
-    except (InvalidOperation, ValueError) as exc:
+        amount = Decimal(value)
+    except InvalidOperation as exc:
         raise argparse.ArgumentTypeError(f"not an amount of dollars: {value!r}") from exc
+    if not amount.is_finite() or not low <= amount <= MAX_CREDIT_DOLLARS:
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: give {low} to {MAX_CREDIT_DOLLARS} dollars (a larger grant is several grants)"
+        )
+    if amount * MICROS_PER_DOLLAR != (amount * MICROS_PER_DOLLAR).to_integral_value():
+        raise argparse.ArgumentTypeError(f"{value!r}: amounts are whole micro-dollars (0.000001)")
+    return amount
+
+
+def _credit(value: str) -> Decimal:
+    return _dollars(value, Decimal(0))
+
+
+def _signed_credit(value: str) -> Decimal:
+    return _dollars(value, -MAX_CREDIT_DOLLARS)
+
+
+def _integer(value: str, low: int, high: int, what: str) -> int:
+    try:
+        number = int(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from exc
+    if not low <= number <= high:
+        raise argparse.ArgumentTypeError(f"{value!r}: {what} is {low} to {high}")
+    return number
+
+
+def _record_id(value: str) -> int:
+    return _integer(value, 1, MAX_RECORD_ID, "an id")
+
+
+def _per_minute(value: str) -> int:
+    return _integer(value, 0, MAX_RATE_LIMIT_PER_MINUTE, "a per-minute limit")
+
+
+def _usage_days(value: str) -> int:
+    return _integer(value, 1, MAX_USAGE_DAYS, "the number of days")
+
+
+def _lifetime_days(value: str) -> float:
+    try:
+        days = float(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of days") from exc
+    if not 0 < days <= MAX_KEY_LIFETIME_DAYS:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: a key lives more than 0 and at most {MAX_KEY_LIFETIME_DAYS} days"
+        )
+    return days
+
+
+def _text(value: str, longest: int, what: str) -> str:
+    # argv holds lone surrogates for bytes that are not UTF-8 (Python's surrogateescape): no database takes them
+    if not 1 <= len(value) <= longest or "\x00" in value or has_lone_surrogate(value):
+        raise argparse.ArgumentTypeError(f"{what} is 1 to {longest} characters of valid text (no NUL)")
+    return value
+
+
+def _key_reference(value: str) -> str:
+    if value.isdigit():
+        _record_id(value)
+    return _text(value, 200, "a key id or label")
+
+
+def _name(value: str) -> str:
+    return _text(value, 200, "a name")
+
+
+def _note(value: str) -> str:
+    return _text(value, 500, "a note")
 
 
 def _create(accounts: AccountStore, _ledger: LedgerStore, args: argparse.Namespace) -> int:
@@ -165,7 +257,7 @@ def _grant(accounts: AccountStore, _ledger: LedgerStore, args: argparse.Namespac
 
 def _usage(_accounts: AccountStore, ledger: LedgerStore, args: argparse.Namespace) -> int:
     end = datetime.now(UTC).date()
-    start: date = end - timedelta(days=max(1, args.days) - 1)
+    start: date = end - timedelta(days=args.days - 1)
     rows = ledger.usage(args.account, start, end)
     print(f"{'date':<10}  {'endpoint':<22} {'requests':>9} {'images':>9} {'tokens':>10} {'cost $':>12}")
     for row in rows:

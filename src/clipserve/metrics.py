@@ -97,9 +97,13 @@ class ServiceMetrics:
             "clipserve_items_per_second", "Items encoded per second (10 s window)", ["queue"], registry=r
         )
         self.ready = Gauge("clipserve_ready", "1 when the model is loaded and warmed", registry=r)
+        # Revenue is the operator's business, not every scraper's: /metrics is public, so this counter lives in
+        # a registry of its own that only /v1/admin/metrics (admin keys) serves.
+        self.admin_registry = CollectorRegistry()
         self.charged_micros = Counter(
-            "clipserve_charged_micros", "Micro-dollars charged to accounts", ["endpoint"], registry=r
-        )
+            "clipserve_charged_micros", "Micro-dollars charged to accounts", ["endpoint"],
+            registry=self.admin_registry,
+        )  # fmt: skip
         self._meters: dict[str, ThroughputMeter] = {}
 
     def watch_prompt_cache(self, cache: PromptCacheStats) -> None:

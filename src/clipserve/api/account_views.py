@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 
 from clipserve.api.protocol_accounts import AccountInfo, KeyInfo, UsageLine, UsageResponse
 from clipserve.errors import InvalidRequestError
@@ -51,12 +51,19 @@ def key_info(key: KeyRecord, now: datetime) -> KeyInfo:
 
 
 def usage_range(start: date | None, end: date | None) -> tuple[date, date]:
+    """The inclusive day range of a usage query: any dates from 0001-01-01 to 9999-12-31, at most
+    MAX_USAGE_DAYS days; by default the DEFAULT_USAGE_DAYS days up to end_date (or today)."""
     end = end or datetime.now(UTC).date()
-    start = start or end - timedelta(days=DEFAULT_USAGE_DAYS - 1)
+    if start is None:  # by ordinal: end - 29 days would overflow below 0001-01-01
+        start = date.fromordinal(max(1, end.toordinal() - (DEFAULT_USAGE_DAYS - 1)))
     if start > end:
-        raise InvalidRequestError("start_date is after end_date", param="start_date")
+        raise InvalidRequestError(
+            f"start_date {start} is after end_date {end}", param="start_date", code="invalid_date_range"
+        )
     if (end - start).days >= MAX_USAGE_DAYS:
-        raise InvalidRequestError(f"ask for at most {MAX_USAGE_DAYS} days at a time", param="start_date")
+        raise InvalidRequestError(
+            f"ask for at most {MAX_USAGE_DAYS} days at a time", param="start_date", code="invalid_date_range"
+        )
     return start, end
 
 

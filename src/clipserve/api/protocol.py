@@ -1,13 +1,34 @@
-"""Wire models: the JSON shapes clients send and receive (OpenAI conventions). No logic here."""
+"""Wire models: the JSON shapes clients send and receive (OpenAI conventions). No logic here, beyond the one
+check every request body gets where JSON becomes Python (RequestModel)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
+
+from clipserve.service.text_checks import reject_lone_surrogates
 
 
-class EmbeddingRequest(BaseModel):
+class RequestModel(BaseModel):
+    """Base of every request body: a lone UTF-16 surrogate anywhere in it is a 400 naming the field.
+
+    Fields listed in `checked_per_item` are left to their own parser, which fails only the item that holds one.
+    """
+
+    checked_per_item: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_lone_surrogates(cls, data: Any) -> Any:
+        if isinstance(data, dict) and cls.checked_per_item:
+            reject_lone_surrogates({k: v for k, v in data.items() if k not in cls.checked_per_item})
+        else:
+            reject_lone_surrogates(data)
+        return data
+
+
+class EmbeddingRequest(RequestModel):
     model: str | None = Field(
         default=None, description="laion/CLIP-ViT-B-32-laion2B-s34B-b79K or CLIP-ViT-B-32-laion2B-s34B-b79K."
     )
@@ -49,7 +70,7 @@ class EmbeddingResponse(BaseModel):
     usage: EmbeddingUsage
 
 
-class ClassifyRequest(BaseModel):
+class ClassifyRequest(RequestModel):
     """Jina's hosted-CLIP shape."""
 
     model: str | None = None
@@ -101,14 +122,14 @@ class HFClassifyParameters(BaseModel):
     hypothesis_template: str | None = None
 
 
-class HFClassifyRequest(BaseModel):
+class HFClassifyRequest(RequestModel):
     """The Hugging Face zero-shot-image-classification shape (inference API / InferenceClient)."""
 
     inputs: Any
     parameters: HFClassifyParameters
 
 
-class RankRequest(BaseModel):
+class RankRequest(RequestModel):
     model: str | None = None
     query: Any = Field(description="A string, or a text or image item (forms as /v1/embeddings).")
     documents: list[Any] = Field(description="Texts and/or images to order by relevance to the query.")

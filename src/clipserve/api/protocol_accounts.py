@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
 
+from clipserve.api.protocol import RequestModel
+
 
 def _no_nul(value: str) -> str:
     if "\x00" in value:
@@ -16,8 +18,17 @@ def _no_nul(value: str) -> str:
     return value
 
 
+# What an admin may set, on the admin routes and in `clipserve keys` alike: typo guards well inside what the
+# columns hold (int64 micro-dollars, int32 per-minute limits, int64 ids). A larger grant is several grants.
+MAX_CREDIT_DOLLARS = Decimal(1_000_000)
+MAX_RATE_LIMIT_PER_MINUTE = 1_000_000
+MAX_KEY_LIFETIME_DAYS = 36_500
+MAX_RECORD_ID = 2**63 - 1
+
 Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_nul)]
-Dollars = Annotated[Decimal, Field(ge=0, le=Decimal(1_000_000_000))]
+Dollars = Annotated[Decimal, Field(ge=0, le=MAX_CREDIT_DOLLARS)]
+RecordId = Annotated[int, Field(ge=1, le=MAX_RECORD_ID)]
+PerMinute = Annotated[int, Field(ge=0, le=MAX_RATE_LIMIT_PER_MINUTE)]
 
 
 class RateLimitInfo(BaseModel):
@@ -66,7 +77,7 @@ class UsageResponse(BaseModel):
     total_cost: float
 
 
-class SignupRequest(BaseModel):
+class SignupRequest(RequestModel):
     name: Name
 
 
@@ -102,26 +113,26 @@ class NewKeyResponse(BaseModel):
     account: AccountInfo
 
 
-class CreateKeyRequest(BaseModel):
+class CreateKeyRequest(RequestModel):
     name: Name
-    account_id: int | None = Field(default=None, description="Add the key to this account (else a new one).")
+    account_id: RecordId | None = Field(
+        default=None, description="Add the key to this account (else a new one)."
+    )
     credit: Dollars = Field(default=Decimal(0), description="Dollars granted to the account.")
     admin: bool = False
-    expires_in_days: float | None = Field(default=None, gt=0, le=36_500)
-    requests_per_minute: int | None = Field(default=None, ge=0, le=2**31 - 1)
-    images_per_minute: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    expires_in_days: float | None = Field(default=None, gt=0, le=MAX_KEY_LIFETIME_DAYS, allow_inf_nan=False)
+    requests_per_minute: PerMinute | None = Field(default=None, description="0: unlimited.")
+    images_per_minute: PerMinute | None = Field(default=None, description="0: unlimited.")
 
 
-class CreateAccountRequest(BaseModel):
+class CreateAccountRequest(RequestModel):
     name: Name
     credit: Dollars = Decimal(0)
 
 
-class GrantRequest(BaseModel):
+class GrantRequest(RequestModel):
     credit: Decimal = Field(
-        ge=-Decimal(1_000_000_000),
-        le=Decimal(1_000_000_000),
-        description="Dollars to add (negative: remove).",
+        ge=-MAX_CREDIT_DOLLARS, le=MAX_CREDIT_DOLLARS, description="Dollars to add (negative: remove)."
     )
     note: Annotated[str, Field(max_length=500), AfterValidator(_no_nul)] | None = None
 

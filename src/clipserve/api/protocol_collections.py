@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
 
-from clipserve.api.protocol import ErrorDetail
+from clipserve.api.protocol import ErrorDetail, RequestModel
 from clipserve.api.protocol_accounts import _no_nul
 
 
-class CreateCollectionRequest(BaseModel):
+class CreateCollectionRequest(RequestModel):
     name: str
     description: Annotated[str, Field(max_length=1000), AfterValidator(_no_nul)] | None = None
 
@@ -35,7 +35,9 @@ class Deleted(BaseModel):
     deleted: bool = True
 
 
-class AddItemsRequest(BaseModel):
+class AddItemsRequest(RequestModel):
+    checked_per_item: ClassVar[frozenset[str]] = frozenset({"items"})  # a bad item fails alone
+
     items: list[Any] = Field(description="Each {id?, text | image | vector, metadata?}.")
 
 
@@ -66,7 +68,7 @@ class Item(BaseModel):
     vector: list[float] | None = None
 
 
-class SearchRequest(BaseModel):
+class SearchRequest(RequestModel):
     query: dict[str, Any] = Field(description='Exactly one of {"text"}, {"image"}, {"id"}, {"vector"}.')
     top_k: int = 10
     filter: dict[str, Any] | None = None

@@ -11,9 +11,20 @@ from clipserve.api.auth import get_caller
 from clipserve.api.dependencies import AppContext, get_context
 from clipserve.api.protocol import ModelCard, ModelList
 from clipserve.model_card import HUB_ID, MODEL_ALIASES, MODEL_FACTS
+from clipserve.runtime.weights import WeightsInfo, WeightsKind
 from clipserve.service.model_names import resolve_model_name
 
 router = APIRouter(tags=["models"], dependencies=[Depends(get_caller)])
+
+
+def public_source(weights: WeightsInfo) -> str:
+    """Where the weights came from, as anyone may read it: a hub id or 'random', never a local path (which
+    tells a caller about the host's file system; the fingerprint identifies the weights just as well)."""
+    if weights.kind is WeightsKind.OPEN_CLIP_FILE:
+        return "local open_clip checkpoint"
+    if weights.kind is WeightsKind.TRANSFORMERS:
+        return "local transformers checkpoint"
+    return weights.source  # hf-hub:ORG/REPO or 'random'
 
 
 def _card(context: AppContext) -> ModelCard:
@@ -30,7 +41,7 @@ def _card(context: AppContext) -> ModelCard:
         imagenet_zero_shot_top1=MODEL_FACTS.imagenet_zero_shot_top1,
         weights={
             "kind": weights.kind.value,
-            "source": weights.source,
+            "source": public_source(weights),
             "fingerprint": weights.fingerprint,
             "random": weights.is_random,
         },

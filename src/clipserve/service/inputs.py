@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clipserve.errors import InvalidRequestError
+from clipserve.service.text_checks import is_blank
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,15 @@ def _text(value: Any, param: str, limits: InputLimits) -> TextItem:
     if not isinstance(value, str):
         raise InvalidRequestError(f"{param} must be a string, got {type(value).__name__}", param=param)
     if value == "":
-        raise InvalidRequestError(f"{param} is an empty string; every input must be non-empty", param=param)
+        raise InvalidRequestError(
+            f"{param} is an empty string; every input must be non-empty", param=param, code="empty_text"
+        )
+    if is_blank(value):  # "" once open_clip cleans it: refused like "", not embedded as an empty prompt
+        raise InvalidRequestError(
+            f"{param} is blank (only whitespace or control characters); every input must have text",
+            param=param,
+            code="empty_text",
+        )
     if len(value) > limits.max_text_chars:
         raise InvalidRequestError(
             f"{param} is {len(value)} characters; the limit is {limits.max_text_chars} "
