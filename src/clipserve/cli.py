@@ -153,8 +153,15 @@ def run_serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """Bad command lines get one line on stderr (not the whole usage) and exit code 2; subcommands inherit it."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="clipserve", description=__doc__)
+    parser = OneLineArgumentParser(prog="clipserve", description=__doc__)
     parser.add_argument("--version", action="version", version=f"clipserve {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser(
@@ -175,8 +182,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = settings_from_args(args)
     except ValidationError as exc:
-        for error in exc.errors():
-            where = ".".join(str(p) for p in error["loc"]) or "settings"
+        for error in exc.errors():  # one line each, naming the flag (and so the CLIPSERVE_* variable)
+            where = (
+                "--" + "-".join(str(p) for p in error["loc"]).replace("_", "-")
+                if error["loc"]
+                else "settings"
+            )
             print(f"clipserve: error: {where}: {error['msg']}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)

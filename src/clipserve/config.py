@@ -22,7 +22,11 @@ def default_data_dir() -> Path:
 class Settings(BaseSettings):
     """Every knob of the service. CLI flags override environment variables, which override defaults."""
 
-    model_config = SettingsConfigDict(env_prefix="CLIPSERVE_", extra="forbid", validate_default=True)
+    # allow_inf_nan=False: no setting means "forever" by inf; a nan or inf is a one-line error at start, not a
+    # traceback (or an overflow per request) later. Upper bounds below (protocol edge, issue 10) likewise.
+    model_config = SettingsConfigDict(
+        env_prefix="CLIPSERVE_", extra="forbid", validate_default=True, allow_inf_nan=False
+    )
 
     # where state and weights come from
     data_dir: Path = Field(
@@ -83,7 +87,7 @@ class Settings(BaseSettings):
     image_batch_size: int = Field(default=32, ge=1, description="Largest image batch sent to the model.")
     text_batch_size: int = Field(default=64, ge=1, description="Largest text batch sent to the model.")
     batch_wait_ms: float = Field(
-        default=5.0, ge=0, description="How long a batch waits for more items before it runs."
+        default=5.0, ge=0, le=60_000, description="How long a batch waits for more items before it runs."
     )
     max_queue_items: int = Field(
         default=4096,
@@ -144,7 +148,9 @@ class Settings(BaseSettings):
     )
 
     # image URLs
-    image_fetch_timeout_s: float = Field(default=10.0, gt=0, description="Total time to fetch one image URL.")
+    image_fetch_timeout_s: float = Field(
+        default=10.0, gt=0, le=3600, description="Total time to fetch one image URL."
+    )
     image_fetch_max_redirects: int = Field(default=3, ge=0, description="Redirects followed per image URL.")
     image_fetch_concurrency: int = Field(
         default=16, ge=1, description="Image URLs fetched at once per request."
@@ -174,10 +180,10 @@ class Settings(BaseSettings):
         description="Serve with authentication off on a non-loopback address (refused without this flag).",
     )
     price_per_1k_images: Decimal = Field(
-        default=Decimal("0.047"), ge=0, description="Dollars per 1,000 images encoded."
+        default=Decimal("0.047"), ge=0, le=1_000_000, description="Dollars per 1,000 images encoded."
     )
     price_per_1m_tokens: Decimal = Field(
-        default=Decimal("0.01"), ge=0, description="Dollars per 1,000,000 text tokens encoded."
+        default=Decimal("0.01"), ge=0, le=1_000_000, description="Dollars per 1,000,000 text tokens encoded."
     )
     charge_cached_prompts: bool = Field(
         default=True,
@@ -185,16 +191,22 @@ class Settings(BaseSettings):
         "(--no-charge-cached-prompts: only prompts actually encoded are charged).",
     )
     rate_limit_requests_per_minute: int = Field(
-        default=600, ge=0, description="Requests per minute per key unless the key sets its own (0: none)."
+        default=600,
+        ge=0,
+        le=1_000_000,
+        description="Requests per minute per key unless the key sets its own (0: none).",
     )
     rate_limit_images_per_minute: int = Field(
-        default=12_000, ge=0, description="Images per minute per key unless the key sets its own (0: none)."
+        default=12_000,
+        ge=0,
+        le=1_000_000,
+        description="Images per minute per key unless the key sets its own (0: none).",
     )
     signup_enabled: bool = Field(
         default=False, description="Open sign-up: POST /v1/signup hands out a key with the free credit."
     )
     signup_credit: Decimal = Field(
-        default=Decimal("1.00"), ge=0, description="Dollars of free credit per sign-up."
+        default=Decimal("1.00"), ge=0, le=1_000_000, description="Dollars of free credit per sign-up."
     )
     signups_per_address_per_day: int = Field(
         default=3, ge=1, description="Sign-ups allowed per client address in 24 hours."
@@ -218,11 +230,15 @@ class Settings(BaseSettings):
     credit_hold_s: float = Field(
         default=900.0,
         gt=0,
+        le=30 * 86_400,
         description="How long credit reserved by an unfinished request stays reserved (frees a crashed "
         "replica's reservations).",
     )
     idempotency_ttl_s: float = Field(
-        default=86_400.0, gt=0, description="How long answers are kept for replay by Idempotency-Key."
+        default=86_400.0,
+        gt=0,
+        le=366 * 86_400,
+        description="How long answers are kept for replay by Idempotency-Key.",
     )
 
     # collections
@@ -265,7 +281,10 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Address to bind.")
     port: int = Field(default=8000, ge=0, le=65535, description="Port to bind.")
     graceful_shutdown_s: float = Field(
-        default=30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish."
+        default=30.0,
+        ge=0,
+        le=86_400,
+        description="On SIGTERM, how long in-flight requests may take to finish.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
 

@@ -12,6 +12,7 @@ from clipserve.api.dependencies import AppContext, get_context, get_ledger, run_
 from clipserve.api.metering import FreeCallerDep
 from clipserve.api.protocol import ErrorResponse
 from clipserve.api.protocol_accounts import (
+    MAX_RECORD_ID,
     KeyStatus,
     KeyStatusResponse,
     NewKeyResponse,
@@ -77,7 +78,9 @@ async def usage(
     ledger: Annotated[LedgerStore, Depends(get_ledger)],
     start_date: Annotated[date | None, Query()] = None,
     end_date: Annotated[date | None, Query()] = None,
-    account_id: Annotated[int | None, Query(description="Admin keys only: another account.")] = None,
+    account_id: Annotated[
+        int | None, Query(ge=1, le=MAX_RECORD_ID, description="Admin keys only: another account.")
+    ] = None,
 ) -> UsageResponse:
     key = _own_key(caller)
     if account_id is not None and account_id != key.account_id and not key.is_admin:

@@ -6,13 +6,15 @@ from collections import defaultdict
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from clipserve.api.account_views import account_info, key_info, usage_range, usage_response
 from clipserve.api.auth import get_admin
 from clipserve.api.dependencies import get_accounts, get_context, get_ledger, run_store
 from clipserve.api.protocol import ErrorResponse
 from clipserve.api.protocol_accounts import (
+    MAX_RECORD_ID,
     AccountInfo,
     AccountList,
     BillingLineItem,
@@ -38,6 +40,8 @@ router = APIRouter(
     responses={code: {"model": ErrorResponse} for code in (400, 401, 403, 404)},
 )
 AccountsDep = Annotated[AccountStore, Depends(get_accounts)]
+# ids beyond int64 are refused here, not by the database driver (a 500)
+AccountIdQuery = Annotated[int | None, Query(ge=1, le=MAX_RECORD_ID)]
 
 
 def _micros(dollars: object, param: str) -> int:
@@ -60,16 +64,17 @@ async def create_account(body: CreateAccountRequest, request: Request, accounts:
 
 @router.post("/v1/admin/accounts/{account_id}/grants", response_model=AccountInfo)
 async def grant_credit(
-    account_id: int, body: GrantRequest, request: Request, accounts: AccountsDep
+    account_id: Annotated[int, Path(ge=1, le=MAX_RECORD_ID)],
+    body: GrantRequest,
+    request: Request,
+    accounts: AccountsDep,
 ) -> AccountInfo:
     credit = _micros(body.credit, "credit")
     return account_info(await run_store(request, lambda: accounts.grant(account_id, credit, body.note)))
 
 
 @router.get("/v1/admin/keys", response_model=KeyList)
-async def list_keys(
-    request: Request, accounts: AccountsDep, account_id: Annotated[int | None, Query()] = None
-) -> KeyList:
+async def list_keys(request: Request, accounts: AccountsDep, account_id: AccountIdQuery = None) -> KeyList:
     keys = await run_store(request, lambda: accounts.list_keys(account_id))
     now = accounts.clock()
     return KeyList(data=[key_info(key, now) for key in keys])
@@ -93,7 +98,9 @@ async def create_key(body: CreateKeyRequest, request: Request, accounts: Account
 
 
 @router.delete("/v1/admin/keys/{key_id}", response_model=KeyInfo)
-async def revoke_key(key_id: int, request: Request, accounts: AccountsDep) -> KeyInfo:
+async def revoke_key(
+    key_id: Annotated[int, Path(ge=1, le=MAX_RECORD_ID)], request: Request, accounts: AccountsDep
+) -> KeyInfo:
     key = await run_store(request, lambda: accounts.revoke_key(key_id))
     authenticator = get_context(request).authenticator
     if authenticator is not None:
@@ -105,7 +112,9 @@ async def revoke_key(key_id: int, request: Request, accounts: AccountsDep) -> Ke
 async def usage_for_anyone(
     request: Request,
     ledger: Annotated[LedgerStore, Depends(get_ledger)],
-    account_id: Annotated[int | None, Query(description="One account (default: all).")] = None,
+    account_id: Annotated[
+        int | None, Query(ge=1, le=MAX_RECORD_ID, description="One account (default: all).")
+    ] = None,
     start_date: Annotated[date | None, Query()] = None,
     end_date: Annotated[date | None, Query()] = None,
 ) -> UsageResponse:
@@ -134,3 +143,10 @@ async def billing_usage(
         ],
         total_usage=sum(row.cost_micros for row in rows) / 10_000,
     )
+
+
+@router.get("/v1/admin/metrics", include_in_schema=False)
+async def admin_metrics(request: Request) -> Response:
+    """Prometheus metrics not fit for the public /metrics: money charged per endpoint."""
+    registry = get_context(request).metrics.admin_registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -13,6 +13,7 @@ from clipserve.service.inputs import ImageItem, InputItem
 from clipserve.service.pricing import Usage, text_token_bound
 from clipserve.service.prompts import PromptEncoder
 from clipserve.service.templates import DEFAULT_TEMPLATE, prompts_for, template_set
+from clipserve.service.text_checks import is_blank
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,12 @@ class ClassificationService:
                     f"{labels}[{i}] is {len(label)} characters; the limit is {limits.max_label_chars}",
                     param=f"{labels}[{i}]",
                 )
-            if not label.strip():
-                raise InvalidRequestError(f"{labels}[{i}] is empty", param=f"{labels}[{i}]")
+            if is_blank(label):  # the rule texts follow (service/inputs.py)
+                raise InvalidRequestError(
+                    f"{labels}[{i}] is empty or blank (only whitespace or control characters)",
+                    param=f"{labels}[{i}]",
+                    code="empty_text",
+                )
         if query.template is not None and len(query.template) > limits.max_label_chars:
             raise InvalidRequestError(
                 f"{query.template_param} is {len(query.template)} characters; the limit is "
