@@ -122,6 +122,7 @@ def run_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from clipserve.api.app import create_app
+    from clipserve.server import GuardedHttpProtocol
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     logger.info("clipserve %s; data dir %s", __version__, settings.data_dir)
@@ -144,6 +145,7 @@ def run_serve(settings: Settings, args: argparse.Namespace) -> int:
         port=settings.port,
         log_config=None,
         timeout_graceful_shutdown=int(settings.graceful_shutdown_s),
+        http=GuardedHttpProtocol.configured(settings),  # header/body timeouts, connection cap
         lifespan="on",
         # Never uvicorn's default (X-Forwarded-For believed from loopback): create_app applies
         # --trusted-proxies itself, the same in-process and here.

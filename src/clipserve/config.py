@@ -288,6 +288,68 @@ class Settings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
 
+    # request bodies, connections and the event loop (issue 10; docs/security.md, section bodies)
+    max_unauthenticated_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="Largest body of a request without a valid API key once keys exist (sign-up; every other "
+        "route answers 401 before reading the body).",
+    )
+    json_inline_parse_bytes: int = Field(
+        default=64 * 1024,
+        ge=0,
+        description="JSON bodies up to this size are parsed on the event loop (well under a millisecond); "
+        "larger ones in a worker thread, in steps that let other requests run.",
+    )
+    json_parse_workers: int = Field(
+        default=2, ge=1, description="Threads that parse and validate large JSON bodies (more queue)."
+    )
+    max_json_depth: int = Field(
+        default=32,
+        ge=4,
+        le=512,
+        description="Deepest nesting of a JSON body (collection item metadata sits 4 levels down).",
+    )
+    max_json_keys: int = Field(
+        default=100_000,
+        ge=16,
+        description="Object keys in one JSON body (each costs ~100 bytes of memory and parse time).",
+    )
+    max_json_strings: int = Field(
+        default=200_000, ge=16, description="Strings (keys included) in one JSON body."
+    )
+    max_json_values: int = Field(
+        default=500_000,
+        ge=16,
+        description="Values (numbers, strings, arrays, objects) in one JSON body: 256 items with 512-d "
+        "vectors need 131,072.",
+    )
+    http_header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="A connection that has not sent a request's complete headers this long after it opened "
+        "(or after the request's first byte) gets 408 and is closed.",
+    )
+    http_body_idle_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        le=3600,
+        description="Longest pause while a request body arrives before the connection is closed.",
+    )
+    http_body_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        le=86_400,
+        description="Longest time a request body may take to arrive in full (64 MiB needs ~4.5 Mbit/s).",
+    )
+    http_max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="Open client connections; beyond it new connections get 503 and are closed at once "
+        "(keep it under the process's file-descriptor limit, `ulimit -n`).",
+    )
+
     @model_validator(mode="after")
     def _queue_holds_a_full_request(self) -> Settings:
         if self.max_queue_items < self.max_items_per_request:

@@ -197,3 +197,43 @@ class ImageAspectRatioError(InvalidRequestError):
     """The image is longer on one side than the aspect-ratio cap allows (refused before decoding)."""
 
     default_code = "image_aspect_ratio"
+
+
+# request bodies and connections (issue 10; docs/security.md, section bodies)
+class InvalidJsonError(InvalidRequestError):
+    """The body is not JSON, not an object, or has a token no client sends (a 100-digit number)."""
+
+    default_code = "invalid_json"
+
+    def __init__(self, message: str, *, param: str | None = "body", code: str | None = None) -> None:
+        super().__init__(message, param=param, code=code)
+
+
+class JsonTooComplexError(ClipserveError):
+    """The body is over a structure limit (keys, strings, values: 413; nesting depth: 400)."""
+
+    status_code = 413
+    error_type = "invalid_request_error"
+    default_code = "json_too_complex"
+
+    def __init__(self, message: str, *, code: str, status_code: int = 413) -> None:
+        super().__init__(message, param="body", code=code)
+        self.status_code = status_code
+
+
+class RequestTimeoutError(ClipserveError):
+    """The client sent its body too slowly; the connection is closed after the answer."""
+
+    status_code = 408
+    error_type = "invalid_request_error"
+    default_code = "request_timeout"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Connection": "close"}
+
+
+class ClientDisconnectedError(InvalidRequestError):
+    """The client went away before its body arrived (nobody reads this answer; it is logged and counted)."""
+
+    default_code = "client_disconnected"

@@ -25,8 +25,10 @@ from clipserve.api import (
     routes_ops,
     routes_rank,
 )
+from clipserve.api.bodies import document_json_bodies
 from clipserve.api.dependencies import AppContext
 from clipserve.api.errors import install_error_handlers
+from clipserve.api.json_limits import JsonBodyParser
 from clipserve.api.middleware import RequestContextMiddleware
 from clipserve.config import Settings
 from clipserve.metrics import ServiceMetrics
@@ -74,8 +76,12 @@ def create_app(settings: Settings, runtime: ClipRuntime, database: Database | No
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with _open_accounts(context), _running_services(context):
-            yield
+        context.body_parser = JsonBodyParser.from_settings(settings)
+        try:
+            async with _open_accounts(context), _running_services(context):
+                yield
+        finally:
+            context.body_parser.close()
 
     app = FastAPI(
         title="clipserve",
@@ -90,6 +96,7 @@ def create_app(settings: Settings, runtime: ClipRuntime, database: Database | No
         routes_account, routes_admin,
     ):  # fmt: skip
         app.include_router(module.router)
+    document_json_bodies(app)
     app.add_middleware(
         RequestContextMiddleware,
         metrics=context.metrics,

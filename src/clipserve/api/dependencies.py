@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from fastapi import Request
 
+from clipserve.api.json_limits import JsonBodyParser
 from clipserve.config import Settings
 from clipserve.errors import ServiceUnavailableError
 from clipserve.metrics import ServiceMetrics
@@ -53,6 +54,7 @@ class AppContext:
     meter: Meter | None = None
     vectors: VectorStore | None = None
     collections: CollectionService | None = None
+    body_parser: JsonBodyParser | None = None  # large JSON bodies (api/bodies.py)
     ready: bool = False
     started_at: int = field(default=0)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 import time
 import uuid
@@ -11,9 +13,10 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clipserve.api.errors import error_response
-from clipserve.errors import RequestTooLargeError
+from clipserve.errors import RequestTooLargeError, ServiceUnavailableError
 from clipserve.metrics import ServiceMetrics
 
+logger = logging.getLogger(__name__)
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -41,11 +44,12 @@ class RequestContextMiddleware:
         request_id = incoming if _CLIENT_REQUEST_ID.match(incoming) else f"req_{uuid.uuid4().hex}"
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
+        status_sent = False
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal status
+            nonlocal status, status_sent
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, status_sent = message["status"], True
                 out = MutableHeaders(scope=message)
                 out["x-request-id"] = request_id
                 out["x-total-time-ms"] = f"{(time.perf_counter() - started) * 1000:.1f}"
@@ -68,6 +72,18 @@ class RequestContextMiddleware:
                 await too_large(scope, receive, send_with_headers)
                 return
             await self.app(scope, self._capped(receive), send_with_headers)
+        except asyncio.CancelledError:
+            # The server cancels what still runs when the graceful-shutdown period ends: say so (503,
+            # retry elsewhere or later) instead of the server's bare 500. The task ends here either way.
+            if status_sent:
+                raise
+            logger.warning("request %s was still running when shutdown ended: answered 503", request_id)
+            error = ServiceUnavailableError("the server is shutting down; retry the request", retry_after_s=5)
+            unavailable = error_response(
+                error.status_code, error.message, error.error_type, code=error.code,
+                headers={**error.headers, "Connection": "close"},
+            )  # fmt: skip
+            await unavailable(scope, receive, send_with_headers)
         finally:
             route = scope.get("route")
             endpoint = getattr(route, "path", "unmatched")

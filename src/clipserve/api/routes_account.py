@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 
 from clipserve.api.account_views import account_info, dollars, key_info, usage_range, usage_response
+from clipserve.api.bodies import PublicJsonBody
 from clipserve.api.dependencies import AppContext, get_context, get_ledger, run_store
 from clipserve.api.metering import FreeCallerDep
 from clipserve.api.protocol import ErrorResponse
@@ -93,7 +94,9 @@ async def usage(
 
 @router.post("/v1/signup", response_model=NewKeyResponse, responses=_ERRORS)
 async def sign_up(
-    body: SignupRequest, request: Request, context: Annotated[AppContext, Depends(get_context)]
+    body: Annotated[SignupRequest, Depends(PublicJsonBody(SignupRequest))],
+    request: Request,
+    context: Annotated[AppContext, Depends(get_context)],
 ) -> NewKeyResponse:
     settings = context.settings
     if not settings.signup_enabled or context.accounts is None or context.meter is None:

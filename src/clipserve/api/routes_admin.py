@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from clipserve.api.account_views import account_info, key_info, usage_range, usage_response
 from clipserve.api.auth import get_admin
+from clipserve.api.bodies import JsonBody
 from clipserve.api.dependencies import get_accounts, get_context, get_ledger, run_store
 from clipserve.api.protocol import ErrorResponse
 from clipserve.api.protocol_accounts import (
@@ -57,7 +58,11 @@ async def list_accounts(request: Request, accounts: AccountsDep) -> AccountList:
 
 
 @router.post("/v1/admin/accounts", response_model=AccountInfo)
-async def create_account(body: CreateAccountRequest, request: Request, accounts: AccountsDep) -> AccountInfo:
+async def create_account(
+    body: Annotated[CreateAccountRequest, Depends(JsonBody(CreateAccountRequest))],
+    request: Request,
+    accounts: AccountsDep,
+) -> AccountInfo:
     credit = _micros(body.credit, "credit")
     return account_info(await run_store(request, lambda: accounts.create_account(body.name, credit)))
 
@@ -65,7 +70,7 @@ async def create_account(body: CreateAccountRequest, request: Request, accounts:
 @router.post("/v1/admin/accounts/{account_id}/grants", response_model=AccountInfo)
 async def grant_credit(
     account_id: Annotated[int, Path(ge=1, le=MAX_RECORD_ID)],
-    body: GrantRequest,
+    body: Annotated[GrantRequest, Depends(JsonBody(GrantRequest))],
     request: Request,
     accounts: AccountsDep,
 ) -> AccountInfo:
@@ -81,7 +86,11 @@ async def list_keys(request: Request, accounts: AccountsDep, account_id: Account
 
 
 @router.post("/v1/admin/keys", response_model=NewKeyResponse)
-async def create_key(body: CreateKeyRequest, request: Request, accounts: AccountsDep) -> NewKeyResponse:
+async def create_key(
+    body: Annotated[CreateKeyRequest, Depends(JsonBody(CreateKeyRequest))],
+    request: Request,
+    accounts: AccountsDep,
+) -> NewKeyResponse:
     credit = _micros(body.credit, "credit")
     options = KeyOptions(
         is_admin=body.admin,

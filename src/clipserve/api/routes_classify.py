@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from clipserve.api.auth import CallerDep
-from clipserve.api.bodies import validate_body
+from clipserve.api.bodies import JsonBody
 from clipserve.api.dependencies import AppContext, get_classification_service, get_context
 from clipserve.api.headers import timing_headers
 from clipserve.api.metering import Answer, metered_response
@@ -30,50 +30,38 @@ from clipserve.service.templates import HF_DEFAULT_TEMPLATE
 
 router = APIRouter(tags=["classification"])
 
-_BODY_SCHEMAS = {
-    "requestBody": {
-        "content": {
-            "application/json": {
-                "schema": {
-                    "oneOf": [
-                        {"$ref": "#/components/schemas/ClassifyRequest"},
-                        {"$ref": "#/components/schemas/HFClassifyRequest"},
-                    ]
-                }
-            }
-        },
-        "required": True,
-    }
-}
+
+def _body_model(body: dict[str, Any]) -> type[ClassifyRequest | HFClassifyRequest]:
+    return HFClassifyRequest if "inputs" in body else ClassifyRequest
+
+
+ClassifyBody = JsonBody(_body_model, documented=(ClassifyRequest, HFClassifyRequest))
 
 
 @router.post(
     "/v1/classify",
     response_model=ClassifyResponse,
     responses={code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 429, 503)},
-    openapi_extra=_BODY_SCHEMAS,
 )
 async def classify(
-    body: Annotated[dict[str, Any], Body()],
+    body: Annotated[ClassifyRequest | HFClassifyRequest, Depends(ClassifyBody)],
     request: Request,
     caller: CallerDep,
     context: Annotated[AppContext, Depends(get_context)],
     service: Annotated[ClassificationService, Depends(get_classification_service)],
 ) -> Response:
-    if "inputs" in body:
-        hf_request = validate_body(HFClassifyRequest, body)
-        query = _hf_query(hf_request, context.input_limits)
+    if isinstance(body, HFClassifyRequest):
+        query = _hf_query(body, context.input_limits)
         render = _render_hf
     else:
-        jina_request = validate_body(ClassifyRequest, body)
-        model = resolve_model_name(jina_request.model)
-        query = _query(jina_request, context.input_limits)
+        model = resolve_model_name(body.model)
+        query = _query(body, context.input_limits)
 
         def render(result: ClassifyResult) -> str:
             return _render(result, model)
 
     async def produce() -> Answer:
-        result = await service.classify(query)
+        result = await service.classify(query, caller.account)
         usage = Usage(
             images=result.image_count,
             tokens=result.prompt_tokens + result.cached_tokens,

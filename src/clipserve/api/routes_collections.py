@@ -8,6 +8,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 
 from clipserve.api.auth import CallerDep
+from clipserve.api.bodies import JsonBody
 from clipserve.api.dependencies import get_collection_service
 from clipserve.api.metering import Answer, FreeCallerDep, metered_response
 from clipserve.api.protocol import ErrorDetail, ErrorResponse
@@ -55,7 +56,9 @@ def _usage(usage: Usage) -> CollectionUsage:
 
 @router.post("/v1/collections", response_model=Collection)
 async def create_collection(
-    body: CreateCollectionRequest, caller: FreeCallerDep, service: ServiceDep
+    caller: FreeCallerDep,
+    body: Annotated[CreateCollectionRequest, Depends(JsonBody(CreateCollectionRequest))],
+    service: ServiceDep,
 ) -> Collection:
     info = await service.create(_owner(caller), body.name, body.description)
     return _collection(info, service.vectors.name)
@@ -80,7 +83,11 @@ async def delete_collection(name: str, caller: FreeCallerDep, service: ServiceDe
 
 @router.post("/v1/collections/{name}/items", response_model=AddItemsResponse)
 async def add_items(
-    name: str, body: AddItemsRequest, request: Request, caller: CallerDep, service: ServiceDep
+    name: str,
+    body: Annotated[AddItemsRequest, Depends(JsonBody(AddItemsRequest))],
+    request: Request,
+    caller: CallerDep,
+    service: ServiceDep,
 ) -> Response:
     owner = _owner(caller)
     planned = service.plan_items(body.items)
@@ -119,7 +126,13 @@ async def delete_item(name: str, item_id: str, caller: FreeCallerDep, service: S
 
 
 @router.post("/v1/collections/{name}/search", response_model=SearchResponse)
-async def search(name: str, body: SearchRequest, request: Request, caller: CallerDep, service: ServiceDep):  # type: ignore[no-untyped-def]
+async def search(  # type: ignore[no-untyped-def]
+    name: str,
+    body: Annotated[SearchRequest, Depends(JsonBody(SearchRequest))],
+    request: Request,
+    caller: CallerDep,
+    service: ServiceDep,
+):
     parsed = service.parse_query(body.query)
     query = SearchQuery(
         source=None if isinstance(parsed, str) else parsed,

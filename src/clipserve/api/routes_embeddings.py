@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 
 from clipserve.api.auth import CallerDep
+from clipserve.api.bodies import JsonBody
 from clipserve.api.dependencies import AppContext, get_context, get_embedding_service
 from clipserve.api.headers import timing_headers
 from clipserve.api.metering import Answer, metered_response
@@ -32,7 +33,7 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 
 @router.post("/v1/embeddings", response_model=EmbeddingResponse, responses=_ERRORS)
 async def create_embeddings(
-    body: EmbeddingRequest,
+    body: Annotated[EmbeddingRequest, Depends(JsonBody(EmbeddingRequest))],
     request: Request,
     caller: CallerDep,
     context: Annotated[AppContext, Depends(get_context)],
@@ -43,7 +44,7 @@ async def create_embeddings(
     items = parse_request_items(body.input, body.messages, context.input_limits)
 
     async def produce() -> Answer:
-        result = await service.embed(items)
+        result = await service.embed(items, account=caller.account)
         context.metrics.decode_seconds.observe(result.timings.decode_s)
         response = EmbeddingResponse(
             data=[

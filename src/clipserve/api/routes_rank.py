@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 
 from clipserve.api.auth import CallerDep
+from clipserve.api.bodies import JsonBody
 from clipserve.api.dependencies import AppContext, get_context, get_rank_service
 from clipserve.api.headers import timing_headers
 from clipserve.api.metering import Answer, metered_response
@@ -25,7 +26,7 @@ router = APIRouter(tags=["ranking"])
     responses={code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 429, 503)},
 )
 async def rank(
-    body: RankRequest,
+    body: Annotated[RankRequest, Depends(JsonBody(RankRequest))],
     request: Request,
     caller: CallerDep,
     context: Annotated[AppContext, Depends(get_context)],
@@ -36,7 +37,7 @@ async def rank(
     documents = parse_items(body.documents, "documents", context.input_limits)
 
     async def produce() -> Answer:
-        result = await service.rank(query, documents, body.top_n)
+        result = await service.rank(query, documents, body.top_n, caller.account)
         response = RankResponse(
             model=model,
             results=[
