@@ -169,7 +169,7 @@ async def _slowloris(base: str, seconds: float) -> Counter[str]:
     """Open many connections that send their headers one byte at a time."""
     host, port = base.removeprefix("http://").split(":")
     outcome: Counter[str] = Counter()
-    request = b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    request = b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\n" + b"X-Padding: abcdefgh\r\n" * 1000
 
     async def one() -> None:
         try:
@@ -179,7 +179,7 @@ async def _slowloris(base: str, seconds: float) -> Counter[str]:
             return
         deadline = time.monotonic() + seconds
         try:
-            for byte in request * 1000:
+            for byte in request:
                 if time.monotonic() > deadline:
                     outcome["still open at the end"] += 1
                     return

@@ -94,6 +94,13 @@ class Settings(BaseSettings):
         ge=1,
         description="Items admitted per queue (images, texts) before new requests get 503 + Retry-After.",
     )
+    max_queue_items_per_account: int | None = Field(
+        default=None,
+        ge=1,
+        description="Items one account may hold in each queue across all its requests (503 + Retry-After "
+        "beyond). Default: half of max_queue_items but at least max_items_per_request, so one account can "
+        "never fill a queue for everyone.",
+    )
 
     # request limits
     max_items_per_request: int = Field(default=2048, ge=1, description="Inputs per request (OpenAI: 2048).")
@@ -152,8 +159,30 @@ class Settings(BaseSettings):
         default=10.0, gt=0, le=3600, description="Total time to fetch one image URL."
     )
     image_fetch_max_redirects: int = Field(default=3, ge=0, description="Redirects followed per image URL.")
+    # fair sharing of fetches and queues (issue 10): no account may take the whole pool or queue
     image_fetch_concurrency: int = Field(
-        default=16, ge=1, description="Image URLs fetched at once per request."
+        default=8,
+        ge=1,
+        description="Image URLs one account fetches at once, across all its requests (less than "
+        "--image-fetch-max-connections, so one account never holds the whole pool).",
+    )
+    image_fetch_max_connections: int = Field(
+        default=64,
+        ge=2,
+        description="Image URL connections open at once for the whole server, shared round-robin between "
+        "accounts.",
+    )
+    image_decode_ahead: int = Field(
+        default=64,
+        ge=1,
+        description="Decoded images held ahead of the model (602 KB each at 224 px) for the whole server, "
+        "handed out round-robin between accounts; images beyond it wait undecoded.",
+    )
+    max_queue_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Bytes the image queue may hold (encoded images admitted or fetched, decoded images "
+        "waiting for the model) before new requests get 503 + Retry-After.",
     )
     image_fetch_allow_private: bool = Field(
         default=False,
@@ -356,6 +385,24 @@ class Settings(BaseSettings):
             raise ValueError(
                 "max_queue_items must be at least max_items_per_request, or a large request could never run"
             )
+        if not self.max_items_per_request <= self.queue_items_per_account <= self.max_queue_items:
+            raise ValueError(
+                "max_queue_items_per_account must lie between max_items_per_request (or a large request could "
+                "never run) and max_queue_items"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _no_account_holds_every_fetch_or_byte(self) -> Settings:
+        if self.image_fetch_concurrency >= self.image_fetch_max_connections:
+            raise ValueError(
+                "image_fetch_concurrency (per account) must be less than image_fetch_max_connections, "
+                "or one account could hold every image connection"
+            )
+        if self.max_queue_bytes < self.max_request_bytes:
+            raise ValueError(
+                "max_queue_bytes must be at least max_request_bytes, or a large request could never run"
+            )
         return self
 
     @model_validator(mode="after")
@@ -366,10 +413,14 @@ class Settings(BaseSettings):
             try:
                 ipaddress.ip_network(entry.strip(), strict=False)
             except ValueError:
-                raise ValueError(
-                    f"trusted_proxies: {entry!r} is not an IP address or CIDR network"
-                ) from None
+                raise ValueError(f"trusted_proxies: {entry!r} is not an IP address or CIDR network") from None
         return self
+
+    @property
+    def queue_items_per_account(self) -> int:
+        if self.max_queue_items_per_account is not None:
+            return self.max_queue_items_per_account
+        return max(self.max_items_per_request, self.max_queue_items // 2)
 
     @property
     def resolved_database_url(self) -> str:

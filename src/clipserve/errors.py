@@ -172,6 +172,20 @@ class ConflictError(ClipserveError):
     default_code = "conflict"
 
 
+class ImageAspectRatioError(InvalidRequestError):
+    """The image is longer on one side than the aspect-ratio cap allows (refused before decoding)."""
+
+    default_code = "image_aspect_ratio"
+
+
+class CollectionQuotaError(InvalidRequestError):
+    """An account holds as many collections (code collection_quota_exceeded) or stored items (code
+    item_quota_exceeded) as its quota allows. A 400, not a 429: waiting does not free a quota, and clients
+    (the openai SDK among them) retry 429s on their own."""
+
+    default_code = "collection_quota_exceeded"
+
+
 class StorageFullError(ServiceOverloadedError):
     """The database's disk (or its size cap) is full, so nothing can be written until an operator frees space.
 
@@ -183,20 +197,6 @@ class StorageFullError(ServiceOverloadedError):
 
     def __init__(self, message: str, *, retry_after_s: int = 30) -> None:
         super().__init__(message, retry_after_s=retry_after_s)
-
-
-class CollectionQuotaError(InvalidRequestError):
-    """An account holds as many collections (code collection_quota_exceeded) or stored items (code
-    item_quota_exceeded) as its quota allows. A 400, not a 429: waiting does not free a quota, and clients
-    (the openai SDK among them) retry 429s on their own."""
-
-    default_code = "collection_quota_exceeded"
-
-
-class ImageAspectRatioError(InvalidRequestError):
-    """The image is longer on one side than the aspect-ratio cap allows (refused before decoding)."""
-
-    default_code = "image_aspect_ratio"
 
 
 # request bodies and connections (issue 10; docs/security.md, section bodies)

@@ -33,11 +33,12 @@ from clipserve.api.middleware import RequestContextMiddleware
 from clipserve.config import Settings
 from clipserve.metrics import ServiceMetrics
 from clipserve.model_card import HUB_ID
+from clipserve.runtime.fair_queue import FairExecutor
 from clipserve.runtime.fetch import AddressPolicy, FetchLimits, ImageFetcher
 from clipserve.runtime.model import ClipRuntime
 from clipserve.service.auth import Authenticator
-from clipserve.service.client_address import trusted_proxy_hosts
 from clipserve.service.classify import ClassificationService, ClassifyLimits
+from clipserve.service.client_address import trusted_proxy_hosts
 from clipserve.service.collections import CollectionLimits, CollectionService
 from clipserve.service.embeddings import EmbeddingService, ImageLimits
 from clipserve.service.encoder_queues import EncoderQueues
@@ -192,14 +193,19 @@ async def _running_services(context: AppContext) -> AsyncIterator[None]:
     settings, runtime, metrics = context.settings, context.runtime, context.metrics
     # One compute thread: torch already spreads one batch over every core; two would fight.
     compute = ThreadPoolExecutor(1, thread_name_prefix="clipserve-compute")
-    decode = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="clipserve-decode")
+    # Decoding and tokenizing serve accounts round-robin, like the batches (runtime/fair_queue.py).
+    decode = FairExecutor(settings.decode_workers, thread_name_prefix="clipserve-decode")
     queues = EncoderQueues.create(runtime, settings, compute, metrics)
     metrics.watch_queue("images", lambda: queues.images.depth)
     metrics.watch_queue("texts", lambda: queues.texts.depth)
     fetcher = ImageFetcher(
         AddressPolicy.from_cidrs(settings.image_fetch_allow_private, settings.image_fetch_allowed_networks),
         FetchLimits(
-            settings.max_image_bytes, settings.image_fetch_timeout_s, settings.image_fetch_max_redirects
+            settings.max_image_bytes,
+            settings.image_fetch_timeout_s,
+            settings.image_fetch_max_redirects,
+            max_connections=settings.image_fetch_max_connections,
+            per_account=settings.image_fetch_concurrency,
         ),
     )
     await fetcher.start()
@@ -213,7 +219,6 @@ async def _running_services(context: AppContext) -> AsyncIterator[None]:
         ImageLimits(
             settings.max_image_bytes,
             settings.max_image_pixels,
-            settings.image_fetch_concurrency,
             draft_min_side=JPEG_DRAFT_MIN_SIDE if settings.jpeg_draft else None,
             max_aspect_ratio=settings.max_image_aspect_ratio,
         ),

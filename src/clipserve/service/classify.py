@@ -135,11 +135,11 @@ class ClassificationService:
         tokens = sum(text_token_bound(prompt) for prompt in self.prompts(query))
         return Usage(images=len(query.images), tokens=tokens)
 
-    async def classify(self, query: ClassifyQuery) -> ClassifyResult:
+    async def classify(self, query: ClassifyQuery, account: str) -> ClassifyResult:
         prompt_texts = self.prompts(query)
         # Prompts and images go to their queues at once: image decoding overlaps prompt encoding.
         prompts, images = await asyncio.gather(
-            self._prompts.encode(prompt_texts), self._embeddings.embed(query.images)
+            self._prompts.encode(prompt_texts), self._embeddings.embed(query.images, account=account)
         )
         classifier = build_classifier(prompts.vectors, len(query.labels))
         scores = label_scores(images.vectors, classifier, self._logit_scale, query.multi_label)
