@@ -445,10 +445,13 @@ Slot = tuple[str, tuple[Any, ...]]  # ("body" | "body-key" | "path" | "query", l
 
 
 def body_slots(body: Any, *, strings_only: bool) -> list[Slot]:
-    """Each leaf of `body` (only the string leaves if strings_only) and each key of each object in it."""
+    """Each leaf of `body` (only the string leaves if strings_only; else each object and list too) and each
+    key of each object in it."""
     slots: list[Slot] = []
 
     def walk(node: Any, at: tuple[Any, ...]) -> None:
+        if at and not strings_only and isinstance(node, dict | list):
+            slots.append(("body", at))  # the whole object or list replaced (by null, a number, ...)
         if isinstance(node, dict):
             for key, value in node.items():
                 slots.append(("body-key", (*at, key)))

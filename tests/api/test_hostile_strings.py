@@ -271,6 +271,46 @@ def test_every_string_field_takes_the_core_hostile_strings(
     assert not failures, f"{len(failures)} distinct failure(s):\n\n" + "\n\n".join(failures.values())
 
 
+# Swept through every field (objects and lists too) of every route on every run.
+CORE_VALUES = ["null", "NaN", "1e400", str(2**63), "[]", "{}", '{"a":' * 300 + "1" + "}" * 300]
+
+
+@pytest.mark.parametrize(("mode", "op_id"), _cases(strings_only=False))
+def test_every_field_takes_the_core_hostile_values(
+    request: pytest.FixtureRequest, mode: str, op_id: str
+) -> None:
+    """Each core raw JSON value in each field, object and list (text forms in parameters): failures listed."""
+    server = _server(request, mode)
+    op = server.operations()[op_id]
+    failures: dict[str, str] = {}
+    for slot in slots(op, strings_only=False):
+        if slot[0] == "body-key":
+            continue  # keys are text: the string sweep above covers them
+        for value in CORE_VALUES:
+            what = _describe(server, op, slot, f"<raw {value[:20]}>")
+            count_before = _count_if_deleting_items(server, op)
+            try:
+                raw = value.encode() if slot[0] == "body" else None
+                server.check(send_with(server, op, slot, value, raw=raw), what)
+                if count_before is not None:
+                    _after(server, op, what, count_before)
+            except AssertionError as failure:
+                lines = str(failure).splitlines()
+                failures.setdefault(
+                    f"{slot} {lines[1][:12] if len(lines) > 1 else lines[0][-30:]}", str(failure)
+                )
+        if op.touches_collection:  # a stored value may poison later reads: checked field by field
+            try:
+                _after(server, op, _describe(server, op, slot, "<each core value>"), None)
+            except AssertionError as failure:
+                failures[f"{slot} after"] = str(failure)
+    try:
+        _after(server, op, f"[{mode}] {op.id}: each core value in each field", None)
+    except AssertionError as failure:
+        failures["after"] = str(failure)
+    assert not failures, f"{len(failures)} distinct failure(s):\n\n" + "\n\n".join(failures.values())
+
+
 def sweep_slots(op: Operation) -> list[Slot]:
     """The sweep's fields: every string leaf and parameter, and the keys of free-form objects only (the
     Hypothesis tests below also try every other key)."""
