@@ -325,9 +325,10 @@ class Settings(BaseSettings):
         "route answers 401 before reading the body).",
     )
     json_inline_parse_bytes: int = Field(
-        default=64 * 1024,
+        default=16 * 1024,
         ge=0,
-        description="JSON bodies up to this size are parsed on the event loop (well under a millisecond); "
+        description="JSON bodies up to this size are parsed and validated on the event loop (a few ms at "
+        "worst, for the most deeply nested shapes); "
         "larger ones in a worker thread, in steps that let other requests run.",
     )
     json_parse_workers: int = Field(

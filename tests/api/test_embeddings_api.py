@@ -137,3 +137,29 @@ async def test_every_response_says_who_it_is_and_where_time_went(tiny_runtime, t
     assert error.headers["x-request-id"].startswith("req_")
     assert response.headers["x-clipserve-weights"].startswith("random")
     assert error.headers["x-clipserve-weights"].startswith("random")
+
+
+async def test_texts_tokenized_in_chunks_keep_their_order_vectors_and_token_counts(
+    tiny_runtime, tmp_path: Path
+) -> None:
+    from clipserve.service.embeddings import TOKENIZE_CHUNK_CHARS
+
+    # long and short texts spanning several tokenizing chunks
+    texts = [f"text {i} " + "word " * (TOKENIZE_CHUNK_CHARS // 10 * (i % 3)) for i in range(9)]
+    async with running_app(tiny_runtime, tmp_path) as (client, _):
+        response = await client.post("/v1/embeddings", json={"input": texts})
+    assert response.status_code == 200, response.text
+    tokenized = tiny_runtime.tokenize(texts)
+    np.testing.assert_allclose(vectors(response.json()), expected_text(tiny_runtime, texts), atol=1e-6)
+    assert response.json()["usage"]["prompt_tokens"] == sum(tokenized.token_counts)
+
+
+def test_text_chunks_are_bounded_consecutive_runs() -> None:
+    from clipserve.service.embeddings import TOKENIZE_CHUNK_CHARS, _text_chunks
+
+    texts = ["a" * 10, "b" * (TOKENIZE_CHUNK_CHARS - 5), "c" * 3, "d" * (3 * TOKENIZE_CHUNK_CHARS), "e"]
+    chunks = _text_chunks(texts)
+    assert [t for chunk in chunks for t in chunk] == texts
+    assert all(sum(map(len, c)) <= TOKENIZE_CHUNK_CHARS or len(c) == 1 for c in chunks)
+    assert len(chunks) == 4
+    assert _text_chunks([]) == [[]]

@@ -23,6 +23,9 @@ from clipserve.service.encoder_queues import EncoderQueues
 from clipserve.service.inputs import ImageItem, InputItem, TextItem
 
 T = TypeVar("T")
+# A few ms of cleaning and tokenizing for ordinary text: how long another account's decode job may wait behind
+# one tokenizing job of a big request.
+TOKENIZE_CHUNK_CHARS = 16_384
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,17 @@ class EmbeddingService:
         self, texts: list[str], slots: Reservation, decode_pool: Executor, prepared: list[float]
     ) -> tuple[TokenizedTexts, list[Batched[np.ndarray]]]:
         loop = asyncio.get_running_loop()
-        tokenized = await loop.run_in_executor(decode_pool, self._runtime.tokenize, texts)
+        # Tokenized in bounded chunks, each its own job on the round-robin decode pool, so a request of many
+        # long texts holds a decode thread for one chunk at a time, not for the whole request.
+        parts = await asyncio.gather(
+            *(
+                loop.run_in_executor(decode_pool, self._runtime.tokenize, chunk)
+                for chunk in _text_chunks(texts)
+            )
+        )
+        tokenized = TokenizedTexts(
+            torch.cat([part.ids for part in parts]), [n for part in parts for n in part.token_counts]
+        )
         futures = self._queues.texts.submit(slots, list(tokenized.ids))
         prepared.append(time.perf_counter())
         return tokenized, await asyncio.gather(*futures)
@@ -208,6 +221,19 @@ async def _gather_or_cancel(coros: list[Coroutine[Any, Any, T]]) -> list[T]:
     finally:
         for task in tasks:
             task.cancel()
+
+
+def _text_chunks(texts: list[str]) -> list[list[str]]:
+    """Consecutive runs of texts of at most TOKENIZE_CHUNK_CHARS characters (or one longer text)."""
+    chunks: list[list[str]] = [[]]
+    size = 0
+    for text in texts:
+        if chunks[-1] and size + len(text) > TOKENIZE_CHUNK_CHARS:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(text)
+        size += len(text)
+    return chunks
 
 
 def _inline_size(source: str) -> int:
