@@ -23,6 +23,7 @@ from tests.api.hostile_app import (
     Slot,
     applies,
     dumps,
+    encode_path_segment,
     examples,
     operations,
     send_with,
@@ -69,6 +70,7 @@ HOSTILE_STRINGS: dict[str, str] = {
     "quotes and brackets": "'\"`[]{}()<>",
     "backslashes": "\\\\\\u0000\\x00\\",
     "format attribute": "{0.__class__}",
+    "format attribute and slot": "{0.__class__}{}",
     "format braces": "{}{",
     "format close first": "}{}",
     "format repr": "{!r}{}",
@@ -171,8 +173,8 @@ PARAM_VALUES = ["NaN", "Infinity", "1e400", "-1", "0", str(2**63), "9" * 400, ""
 # Swept through every string field of every route on every run (the Hypothesis tests explore the rest).
 CORE_STRINGS = [
     HOSTILE_STRINGS[name]
-    for name in ("lone high surrogate", "NUL inside", "trailing newline", "milvus injection", "format attribute",
-                 "path traversal", "non-ASCII", "huge number text")
+    for name in ("lone high surrogate", "NUL inside", "trailing newline", "milvus injection",
+                 "format attribute and slot", "format braces", "path traversal", "non-ASCII", "huge number text")
 ]  # fmt: skip
 IDEMPOTENT_ROUTES = {
     "POST /v1/embeddings",
@@ -220,6 +222,18 @@ def _after(server: HostileServer, op: Operation, what: str, count_before: int | 
         assert count_after >= count_before - 1, f"{what} deleted {count_before - count_after} items"
 
 
+def _check_stored_ids_round_trip(server: HostileServer, op: Operation, response: Any, what: str) -> None:
+    """Every item an add reports stored can be read back by its id (an id stored but unreachable is a defect)."""
+    if op.method != "POST" or not op.path.endswith("/items") or response.status_code != 200:
+        return
+    for row in response.json().get("data", []):
+        if row.get("status") == "ok":
+            got = server.send("GET", f"/v1/collections/{COLLECTION}/items/{encode_path_segment(row['id'])}")
+            assert got.status_code == 200, (
+                f"{what}: stored id {row['id']!r} cannot be read back: {got.text[:300]}"
+            )
+
+
 def _count_if_deleting_items(server: HostileServer, op: Operation) -> int | None:
     return server.item_count() if op.method == "DELETE" and "item_id" in op.path_params else None
 
@@ -252,7 +266,9 @@ def test_every_string_field_takes_the_core_hostile_strings(
             what = _describe(server, op, slot, value)
             count_before = _count_if_deleting_items(server, op)
             try:
-                server.check(send_with(server, op, slot, value), what)
+                response = send_with(server, op, slot, value)
+                server.check(response, what)
+                _check_stored_ids_round_trip(server, op, response, what)
                 if count_before is not None:  # a delete: checked value by value
                     _after(server, op, what, count_before)
             except AssertionError as failure:
@@ -273,6 +289,7 @@ def test_every_string_field_takes_the_core_hostile_strings(
 
 # Swept through every field (objects and lists too) of every route on every run.
 CORE_VALUES = ["null", "NaN", "1e400", str(2**63), "[]", "{}", '{"a":' * 300 + "1" + "}" * 300]
+CORE_PARAMETER_VALUES = ["0001-01-01", "9999-12-31", "-1"]  # path and query parameters only
 
 
 @pytest.mark.parametrize(("mode", "op_id"), _cases(strings_only=False))
@@ -286,12 +303,17 @@ def test_every_field_takes_the_core_hostile_values(
     for slot in slots(op, strings_only=False):
         if slot[0] == "body-key":
             continue  # keys are text: the string sweep above covers them
-        for value in CORE_VALUES:
+        for value in CORE_VALUES + (CORE_PARAMETER_VALUES if slot[0] != "body" else []):
             what = _describe(server, op, slot, f"<raw {value[:20]}>")
             count_before = _count_if_deleting_items(server, op)
             try:
                 raw = value.encode() if slot[0] == "body" else None
                 server.check(send_with(server, op, slot, value, raw=raw), what)
+                if slot[0] == "query":  # alone too: the other parameters' defaults are then in play
+                    alone = f"{encode_path_segment(slot[1][0])}={encode_path_segment(value)}"
+                    server.check(
+                        server.send(op.method, op.url(), query=alone), f"{what} (the only parameter)"
+                    )
                 if count_before is not None:
                     _after(server, op, what, count_before)
             except AssertionError as failure:
@@ -341,6 +363,7 @@ def test_hostile_strings_in_every_string_field(
     else:
         response = send_with(server, op, slot, value)
     server.check(response, what)
+    _check_stored_ids_round_trip(server, op, response, what)
     _after(server, op, what, count_before)
 
 
