@@ -221,8 +221,9 @@ def dumps(body: Any) -> bytes:
 
 
 def encode_path_segment(value: str) -> str:
-    """Percent-encode one path segment or query value; lone surrogates go out as their (invalid) UTF-8."""
-    return quote(value.encode("utf-8", "surrogatepass"), safe="")
+    """Percent-encode one path segment or query value; lone surrogates go out as their (invalid) UTF-8, and
+    dots as %2E, or the client would resolve an id of '..' into the parent path (DELETE the collection)."""
+    return quote(value.encode("utf-8", "surrogatepass"), safe="").replace(".", "%2E")
 
 
 def check_response(response: Response, what: str, errors: _ErrorLog | None = None) -> None:
