@@ -84,3 +84,8 @@ def test_any_visible_character_makes_a_text_not_blank() -> None:
         text = pad + visible + pad[::-1]
         assert not is_blank(text)
         assert not _open_clip_leaves_nothing(text), repr(text)
+
+
+@pytest.mark.parametrize("value", [None, 0, 1.5, True, -(2**70)])
+def test_scalars_hold_no_surrogate(value: object) -> None:
+    assert find_lone_surrogate(value, "items[0]") is None

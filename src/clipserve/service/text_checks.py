@@ -42,6 +42,8 @@ def find_lone_surrogate(value: Any, path: str = "") -> str | None:
     # tiny nested arrays; larger bodies are validated in a worker thread, where this loop yields the GIL.
     if isinstance(value, str):
         return path if has_lone_surrogate(value) else None
+    if not isinstance(value, dict | list | tuple):
+        return None  # a number, a boolean or null holds no text
     stack: list[tuple[Any, _Trail]] = [(value, None)]
     search = _SURROGATE.search
     while stack:
