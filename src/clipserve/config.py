@@ -184,6 +184,12 @@ class Settings(BaseSettings):
         description="Bytes the image queue may hold (encoded images admitted or fetched, decoded images "
         "waiting for the model) before new requests get 503 + Retry-After.",
     )
+    max_queue_bytes_per_account: int | None = Field(
+        default=None,
+        ge=1024 * 1024,
+        description="Bytes one account may hold in the image queue across all its requests (503 + Retry-After "
+        "beyond). Default: half of max_queue_bytes but at least max_request_bytes.",
+    )
     image_fetch_allow_private: bool = Field(
         default=False,
         description="Allow image URLs that resolve to private, loopback, link-local or metadata addresses.",
@@ -404,6 +410,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 "max_queue_bytes must be at least max_request_bytes, or a large request could never run"
             )
+        if not self.max_request_bytes <= self.queue_bytes_per_account <= self.max_queue_bytes:
+            raise ValueError(
+                "max_queue_bytes_per_account must lie between max_request_bytes (or a large request could never "
+                "run) and max_queue_bytes"
+            )
         return self
 
     @model_validator(mode="after")
@@ -416,6 +427,12 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"trusted_proxies: {entry!r} is not an IP address or CIDR network") from None
         return self
+
+    @property
+    def queue_bytes_per_account(self) -> int:
+        if self.max_queue_bytes_per_account is not None:
+            return self.max_queue_bytes_per_account
+        return max(self.max_request_bytes, self.max_queue_bytes // 2)
 
     @property
     def queue_items_per_account(self) -> int:

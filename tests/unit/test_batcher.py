@@ -197,3 +197,27 @@ async def test_one_tenant_cannot_hold_more_than_its_share_of_the_queue() -> None
         other.release()
         assert batcher.depth == 0
         assert not batcher._tenant_items
+
+
+async def test_one_tenant_cannot_hold_more_than_its_share_of_the_queue_bytes() -> None:
+    with ThreadPoolExecutor(1) as pool:
+        batcher: DynamicBatcher[int, int] = DynamicBatcher(
+            "test", Recorder().square, pool, max_batch_size=8, max_wait_s=0.05, max_queue_size=64,
+            max_queue_bytes=1000, max_tenant_bytes=600, payload_bytes=lambda payload: 100,
+        )  # fmt: skip
+        batcher.start()
+        try:
+            first = batcher.reserve(2, nbytes=500, tenant="a")
+            with pytest.raises(QueueFullError, match="each account may hold 0 MiB"):
+                batcher.reserve(1, nbytes=200, tenant="a")
+            other = batcher.reserve(1, nbytes=400, tenant="b")  # another tenant still gets in
+            first.drop_bytes(500)
+            futures = batcher.submit(first, [1, 2])  # queued payloads count for their tenant
+            assert batcher._tenant_bytes["a"] == 200
+            assert [(await f).value for f in futures] == [1, 4]
+            first.release()
+            other.release()
+            assert batcher.queued_bytes == 0
+            assert not batcher._tenant_bytes
+        finally:
+            await batcher.stop()

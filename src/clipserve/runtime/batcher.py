@@ -4,7 +4,8 @@ Knows nothing of HTTP or CLIP. Items are admitted in all-or-nothing reservations
 items and in bytes (so a request either gets all its slots or a QueueFullError at once), submitted all at once
 or a few at a time under their reservation, collected until the batch is full or the oldest item has waited
 `max_wait_s`, and run on an executor so the event loop never runs model code. A reservation may name a tenant
-(the service uses the account): each tenant holds at most `max_tenant_items` of the queue, and batches take
+(the service uses the account): each tenant holds at most `max_tenant_items` and `max_tenant_bytes` of the
+queue, and batches take
 tenants' items round-robin, so one tenant's backlog cannot starve another.
 If a batch fails, its items are retried one by one so a bad item fails alone.
 """
@@ -117,6 +118,7 @@ class DynamicBatcher(Generic[T, R]):
         max_queue_size: int,
         max_queue_bytes: int | None = None,
         max_tenant_items: int | None = None,
+        max_tenant_bytes: int | None = None,
         payload_bytes: Callable[[T], int] | None = None,
         observer: BatchObserver | None = None,
     ) -> None:
@@ -128,6 +130,7 @@ class DynamicBatcher(Generic[T, R]):
         self._max_queue_size = max_queue_size
         self._max_queue_bytes = max_queue_bytes
         self._max_tenant_items = max_tenant_items
+        self._max_tenant_bytes = max_tenant_bytes
         self._payload_bytes = payload_bytes
         self._observer = observer
         # Batches are filled round-robin across tenants, so one tenant's backlog never delays another's items
@@ -135,6 +138,7 @@ class DynamicBatcher(Generic[T, R]):
         self._pending: FairQueue[_Pending[T, R]] = FairQueue()
         self._reserved = 0
         self._tenant_items: Counter[Hashable] = Counter()  # reserved + pending, per tenant
+        self._tenant_bytes: Counter[Hashable] = Counter()  # the bytes of _bytes, per tenant
         self._bytes = 0  # reserved bytes plus the payloads waiting for or inside the model
         self._wakeup = asyncio.Event()
         self._stopping = False
@@ -172,8 +176,15 @@ class DynamicBatcher(Generic[T, R]):
                 f"the {self.name} queue is full ({self._bytes >> 20} MiB held, {nbytes >> 20} MiB more asked, "
                 f"of {cap >> 20} MiB); retry shortly"
             )
+        share = self._max_tenant_bytes
+        if share is not None and size and self._tenant_bytes[tenant] + nbytes > share:
+            raise QueueFullError(
+                f"your requests already hold {self._tenant_bytes[tenant] >> 20} MiB of the {self.name} queue "
+                f"and ask {nbytes >> 20} MiB more (each account may hold {share >> 20} MiB); retry when they "
+                "finish"
+            )
         self._reserved += size
-        self._bytes += nbytes
+        self._add_bytes(tenant, nbytes)
         if size:
             self._tenant_items[tenant] += size
         return Reservation(self._adjust, size, nbytes, tenant)
@@ -188,7 +199,7 @@ class DynamicBatcher(Generic[T, R]):
         for payload in payloads:
             future: asyncio.Future[Batched[R]] = loop.create_future()
             nbytes = self._payload_bytes(payload) if self._payload_bytes is not None else 0
-            self._bytes += nbytes
+            self._add_bytes(reservation.tenant, nbytes)
             self._pending.push(reservation.tenant, _Pending(payload, future, now, nbytes, reservation.tenant))
             futures.append(future)
         # The slots now live in _pending.
@@ -199,10 +210,17 @@ class DynamicBatcher(Generic[T, R]):
 
     def _adjust(self, tenant: Hashable, size: int, nbytes: int) -> None:
         self._reserved += size
-        self._bytes += nbytes
+        self._add_bytes(tenant, nbytes)
         if size:
             self._count_tenant(tenant, size)
         self._wakeup.set()
+
+    def _add_bytes(self, tenant: Hashable, nbytes: int) -> None:
+        if nbytes:
+            self._bytes += nbytes
+            self._tenant_bytes[tenant] += nbytes
+            if self._tenant_bytes[tenant] <= 0:
+                del self._tenant_bytes[tenant]
 
     def _count_tenant(self, tenant: Hashable, size: int) -> None:
         self._tenant_items[tenant] += size
@@ -235,7 +253,8 @@ class DynamicBatcher(Generic[T, R]):
                 try:
                     await self._execute(batch)
                 finally:
-                    self._bytes -= sum(item.nbytes for item in batch)
+                    for item in batch:
+                        self._add_bytes(item.tenant, -item.nbytes)
 
     async def _wait_for_fill(self) -> None:
         deadline = min(item.enqueued_at for item in self._pending.heads()) + self._max_wait_s
@@ -258,7 +277,7 @@ class DynamicBatcher(Generic[T, R]):
             if not item.future.done():  # skip items whose request was cancelled
                 batch.append(item)
             else:
-                self._bytes -= item.nbytes
+                self._add_bytes(item.tenant, -item.nbytes)
         return batch
 
     async def _execute(self, batch: list[_Pending[T, R]]) -> None:

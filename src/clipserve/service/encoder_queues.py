@@ -47,6 +47,7 @@ class EncoderQueues:
             max_queue_size=queue_size,
             max_tenant_items=settings.queue_items_per_account,
             max_queue_bytes=settings.max_queue_bytes,
+            max_tenant_bytes=settings.queue_bytes_per_account,
             payload_bytes=_tensor_bytes,
             observer=observer,
         )
