@@ -3,9 +3,9 @@
 uvicorn arms no timer before a request's headers are complete, and any byte cancels its keep-alive timer: a
 client that trickles its headers (or a body) one byte every few seconds holds a connection, and a descriptor,
 forever. This protocol closes a connection whose headers are not complete within http_header_timeout_s of
-its opening (or of the request's first byte), whose body pauses longer than http_body_idle_timeout_s or takes
-longer than http_body_timeout_s in all (while the server is reading it: a paused read is the server's doing),
-and refuses connections beyond http_max_connections at once, so the descriptors left are bounded.
+its opening (or of the first byte after an answer, blank lines included), whose body pauses longer than
+http_body_idle_timeout_s or takes longer than http_body_timeout_s in all (while the server is reading it: a
+paused read is the server's doing), and refuses connections beyond http_max_connections at once, so the descriptors left are bounded.
 """
 
 from __future__ import annotations
@@ -96,7 +96,20 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         self._last_data = self.loop.time()
+        if self._deadline is None and self._idle():
+            # The first byte after an answer (uvicorn cancels its keep-alive timer on any byte) starts the
+            # header deadline. The parser skips blank lines between requests without beginning a message, so
+            # on_message_begin alone let "\r\n" every few seconds hold the connection forever.
+            self._await_headers()
         super().data_received(data)
+
+    def _idle(self) -> bool:
+        """Between requests: not inside headers or a body, and no answer of ours under way."""
+        return (
+            not self._in_headers
+            and not self._in_body
+            and (self.cycle is None or self.cycle.response_complete)
+        )
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

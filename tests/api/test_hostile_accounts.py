@@ -186,6 +186,35 @@ async def test_a_cancel_during_settle_charges_once_and_the_retry_gets_the_stored
             assert conn.execute(text("SELECT count(*) FROM holds")).scalar_one() == 0
 
 
+async def test_a_request_cancelled_after_its_charge_committed_still_gets_its_answer(
+    tiny_runtime: Any, tmp_path: Path
+) -> None:
+    # No Idempotency-Key: a 503 "retry" here (what the cancel used to give) would be paid for a second time.
+    key = create_key(tmp_path)
+    body = {"input": ["a photo of a cat", "a dog"]}
+    async with running_app(tiny_runtime, tmp_path) as (client, app):
+        context = app.state.context
+        real = context.ledger
+        ledger = SettleThatWaits(real.db, real.clock, real.timeouts, real.instance)
+        context.meter.ledger = ledger
+        request = asyncio.create_task(client.post("/v1/embeddings", json=body, headers=bearer(key)))
+        assert await asyncio.to_thread(ledger.settling.wait, 60)
+        request.cancel()  # as uvicorn does to what still runs when the shutdown grace period ends
+        response = await request
+        context.meter.ledger = real
+        assert response.status_code == 200, response.text
+        assert len(response.json()["data"]) == 2
+        expected = await client.post("/v1/embeddings", json=body, headers=bearer(key))
+        for got, want in zip(response.json()["data"], expected.json()["data"], strict=True):
+            assert got["embedding"] == pytest.approx(want["embedding"], abs=1e-5)
+        account_id = (await client.get("/v1/key", headers=bearer(key))).json()["data"]["account_id"]
+        charges = real.charges(account_id)
+        assert len(charges) == 2  # the cancelled request once, the comparison once
+        assert charges[0][0] == response.headers["x-request-id"]
+        assert int(response.headers["x-request-cost-micros"]) == charges[0][2]
+        assert real.audit(account_id).consistent
+
+
 class AdmitThatWaits(LedgerStore):
     """The real ledger, whose admission waits at its start until told to go on."""
 

@@ -66,7 +66,12 @@ class MeteredRequest:
             self.meter.ledger.settle(charge)
             self.done = True  # committed: from now on nothing may release this request's hold or key
 
-        await self.meter.run_to_completion(charge_once)
+        # Once the charge is committed the answer exists and is paid for: a cancel that arrived meanwhile (the
+        # end of the shutdown grace period; uvicorn cancels a task once and still writes what it then sends)
+        # must not turn it into a 503 "retry", which a client without an Idempotency-Key would pay again. So
+        # the cancel is absorbed and the request goes on to deliver its answer; if the connection is gone,
+        # uvicorn drops what is sent. A settle that failed still ends with the cancel.
+        await self.meter.run_to_completion(charge_once, outlast_cancel=True)
         return cost
 
     async def release(self) -> None:
@@ -137,24 +142,31 @@ class Meter:
     async def run(self, call: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
-    async def run_to_completion(self, call: Callable[[], T]) -> T:
+    async def run_to_completion(self, call: Callable[[], T], *, outlast_cancel: bool = False) -> T:
         """Run `call` on the store's threads and wait until it has finished, even if this task is cancelled
-        meanwhile (a client disconnect, the end of the shutdown grace period); the cancel is re-raised after.
+        meanwhile (a client disconnect, the end of the shutdown grace period); the cancel is re-raised after,
+        unless `outlast_cancel` and `call` succeeded: then the cancel is absorbed (Task.uncancel, as asyncio
+        asks of code that suppresses one) and its result returned.
 
         A thread cannot be stopped: a settle that is still running when its request is cancelled would
         otherwise race the release that follows, which could drop the pending Idempotency-Key before the
         settle stores the answer in it, so a retry would be charged again."""
         future = asyncio.get_running_loop().run_in_executor(self._executor, call)
-        interrupted = False
+        cancels = 0
         while not future.done():
             try:
                 await asyncio.wait((future,))
             except asyncio.CancelledError:
-                interrupted = True
-        if interrupted:
-            if not future.cancelled():
-                future.exception()  # retrieved (and dropped): the cancel is what this task ends with
-            raise asyncio.CancelledError
+                cancels += 1
+        if cancels:
+            succeeded = not future.cancelled() and future.exception() is None
+            if not (outlast_cancel and succeeded):
+                # an error, if any, is retrieved above and dropped: the cancel is what this task ends with
+                raise asyncio.CancelledError
+            task = asyncio.current_task()
+            assert task is not None
+            for _ in range(cancels):
+                task.uncancel()
         return future.result()
 
 
