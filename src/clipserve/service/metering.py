@@ -9,9 +9,11 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from clipserve.errors import RateLimitExceededError
 from clipserve.service.auth import Caller
 from clipserve.service.pricing import PriceTable, Usage
 from clipserve.service.rate_limits import LimitCheck, rate_limit_headers
+from clipserve.service.refused_keys import RefusedKeys
 from clipserve.store.ledger import AdmissionRequest, Admitted, Charge, LedgerStore, StoredResponse
 
 T = TypeVar("T")
@@ -94,6 +96,7 @@ class Meter:
         self.prices = prices
         self.limits = limits
         self._executor = executor
+        self._refused = RefusedKeys()
 
     async def admit(
         self,
@@ -119,8 +122,12 @@ class Meter:
             idempotency_key=idempotency_key,
             fingerprint=fingerprint,
         )
+        self._refused.check(key.id)
         try:
             admitted = await self.run_to_completion(lambda: self.ledger.admit(admission))
+        except RateLimitExceededError as exc:
+            self._refused.remember(key.id, exc)
+            raise
         except asyncio.CancelledError:
             # cancelled while the admission ran: it may have committed a hold and a pending Idempotency-Key
             # that nothing would ever release (the key would answer 409 until this process stops)
@@ -136,7 +143,12 @@ class Meter:
         limit = effective_limit(key.requests_per_minute, self.limits.requests_per_minute)
         if limit is None:
             return {}
-        requests = await self.run(lambda: self.ledger.admit_free(key.account_id, key.id, limit))
+        self._refused.check(key.id)
+        try:
+            requests = await self.run(lambda: self.ledger.admit_free(key.account_id, key.id, limit))
+        except RateLimitExceededError as exc:
+            self._refused.remember(key.id, exc)
+            raise
         return rate_limit_headers(requests, _UNLIMITED)
 
     async def run(self, call: Callable[[], T]) -> T:

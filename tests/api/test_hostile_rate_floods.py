@@ -1,0 +1,62 @@
+"""A flood from a key over its request rate is refused from memory, not with a database transaction each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clipserve.errors import RateLimitExceededError
+from clipserve.service.refused_keys import RefusedKeys
+from tests.support import bearer, create_key, running_app
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_key_over_its_request_rate_is_refused_without_touching_the_ledger(
+    tiny_runtime: Any, tmp_path: Path
+) -> None:
+    key = create_key(tmp_path, credit="1", requests_per_minute=2)
+    async with running_app(tiny_runtime, tmp_path) as (client, app):
+        ledger = app.state.context.ledger
+        calls = {"admit": 0, "admit_free": 0}
+        for name in calls:
+            real = getattr(ledger, name)
+
+            def counted(*args: Any, _real: Any = real, _name: str = name) -> Any:
+                calls[_name] += 1
+                return _real(*args)
+
+            setattr(ledger, name, counted)
+        answers = [
+            await client.post("/v1/embeddings", json={"input": "a cat"}, headers=bearer(key))
+            for _ in range(2)
+        ]
+        assert [r.status_code for r in answers] == [200, 200]
+        refused = [
+            await client.post("/v1/embeddings", json={"input": "a cat"}, headers=bearer(key))
+            for _ in range(20)
+        ]
+        refused.append(await client.get("/v1/collections", headers=bearer(key)))  # a free route too
+    assert {r.status_code for r in refused} == {429}
+    assert all(r.json()["error"]["code"] == "rate_limit_exceeded" for r in refused)
+    assert all(1 <= int(r.headers["retry-after"]) <= 60 for r in refused)
+    assert calls == {
+        "admit": 3,
+        "admit_free": 0,
+    }  # two admitted, one refused by the ledger, the rest from memory
+
+
+def test_refused_keys_remember_only_request_rate_refusals_until_their_retry_after() -> None:
+    refused = RefusedKeys()
+    refused.remember(1, RateLimitExceededError("images", limit_name="images", retry_after_s=30))
+    refused.remember(2, RateLimitExceededError("never", limit_name="requests", retry_after_s=float("inf")))
+    refused.remember(3, RateLimitExceededError("soon", limit_name="requests", retry_after_s=0.0))
+    refused.check(1)  # an image refusal does not refuse requests without images
+    refused.check(2)
+    refused.check(3)  # expired at once
+    refused.remember(4, RateLimitExceededError("slow down", limit_name="requests", retry_after_s=30))
+    with pytest.raises(RateLimitExceededError, match="slow down") as raised:
+        refused.check(4)
+    assert 29 < raised.value.retry_after_s <= 30
