@@ -12,6 +12,7 @@ import pytest
 from open_clip.tokenizer import basic_clean, whitespace_clean
 
 from clipserve.errors import InvalidRequestError
+from clipserve.service.inputs import InputLimits, parse_input
 from clipserve.service.text_checks import find_lone_surrogate, is_blank, reject_lone_surrogates
 
 
@@ -89,3 +90,28 @@ def test_any_visible_character_makes_a_text_not_blank() -> None:
 @pytest.mark.parametrize("value", [None, 0, 1.5, True, -(2**70)])
 def test_scalars_hold_no_surrogate(value: object) -> None:
     assert find_lone_surrogate(value, "items[0]") is None
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        " " * 10_000_000,
+        ["ok", "\x00" * 10_000_000],
+        [{"type": "text", "text": "\u3000" * 10_000_000}],
+    ],
+)
+def test_an_over_long_text_is_refused_by_its_length_before_it_is_scanned(raw: object) -> None:
+    # The length check is O(1); the blank check scans the text, so it must not run on 10 M characters (2048
+    # texts just over the limit held the event loop for 0.4 s, before admission, for any key).
+    with pytest.raises(InvalidRequestError) as refused:
+        parse_input(raw, InputLimits(max_items=4, max_text_chars=20_000))
+    assert refused.value.code != "empty_text"
+    assert "the limit is 20000" in refused.value.message
+
+
+def test_blank_is_decided_at_the_first_visible_character_of_a_long_text() -> None:
+    long_blank = " \t\x00\u3000" * 5_000
+    assert is_blank(long_blank)
+    assert not is_blank("x" + long_blank)
+    assert not is_blank(long_blank + "x")
+    assert not is_blank(long_blank + "x" + long_blank)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from clipserve.errors import InvalidRequestError
 from clipserve.service.embeddings import EmbeddingService, RequestTimings
+from clipserve.service.gather import gather_or_cancel
 from clipserve.service.inputs import ImageItem, InputItem
 from clipserve.service.pricing import Usage, text_token_bound
 from clipserve.service.prompts import PromptEncoder
@@ -113,7 +116,7 @@ class ClassificationService:
                 param=query.template_param,
             )
         if len(set(query.labels)) != len(query.labels):
-            duplicates = sorted({label for label in query.labels if query.labels.count(label) > 1})
+            duplicates = sorted(label for label, count in Counter(query.labels).items() if count > 1)
             raise InvalidRequestError(f"duplicate labels: {duplicates}", param="labels")
         if query.top_k is not None and query.top_k < 1:
             raise InvalidRequestError("top_k must be at least 1", param="top_k")
@@ -137,10 +140,13 @@ class ClassificationService:
 
     async def classify(self, query: ClassifyQuery, account: str) -> ClassifyResult:
         prompt_texts = self.prompts(query)
-        # Prompts and images go to their queues at once: image decoding overlaps prompt encoding.
-        prompts, images = await asyncio.gather(
-            self._prompts.encode(prompt_texts), self._embeddings.embed(query.images, account=account)
-        )
+        # Prompts and images go to their queues at once: image decoding overlaps prompt encoding. If either
+        # fails, the other is cancelled: no images are fetched and decoded for an answer that is already an error.
+        prompt_job = asyncio.ensure_future(self._prompts.encode(prompt_texts, account=account))
+        image_job = asyncio.ensure_future(self._embeddings.embed(query.images, account=account))
+        jobs: list[asyncio.Future[Any]] = [prompt_job, image_job]
+        await gather_or_cancel(jobs)
+        prompts, images = prompt_job.result(), image_job.result()
         classifier = build_classifier(prompts.vectors, len(query.labels))
         scores = label_scores(images.vectors, classifier, self._logit_scale, query.multi_label)
         top_k = min(query.top_k or len(query.labels), len(query.labels))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import partial
@@ -20,6 +20,7 @@ from clipserve.runtime.fetch import ImageFetcher, decode_inline_image, is_remote
 from clipserve.runtime.images import decode_image
 from clipserve.runtime.model import ClipRuntime, TokenizedTexts
 from clipserve.service.encoder_queues import EncoderQueues
+from clipserve.service.gather import gather_or_cancel as _gather_or_cancel
 from clipserve.service.inputs import ImageItem, InputItem, TextItem
 
 T = TypeVar("T")
@@ -106,17 +107,15 @@ class EmbeddingService:
                 if texts
                 else None
             )
-            try:
-                image_results = await _gather_or_cancel(
-                    [
-                        self._encode_image(item, image_slots, account, decode_pool, prepared)
-                        for _, item in images
-                    ]
-                )
-                tokenized, text_results = await text_job if text_job is not None else (None, [])
-            finally:
-                if text_job is not None and not text_job.cancel() and not text_job.cancelled():
-                    text_job.exception()  # finished (maybe failed) while an image failed: retrieved here
+            image_jobs = [
+                asyncio.ensure_future(self._encode_image(item, image_slots, account, decode_pool, prepared))
+                for _, item in images
+            ]
+            # The first failure (a text that fails to tokenize, an image that fails to decode) cancels the rest.
+            jobs: list[asyncio.Future[Any]] = [*image_jobs, *([text_job] if text_job is not None else [])]
+            await _gather_or_cancel(jobs)
+            image_results = [job.result() for job in image_jobs]
+            tokenized, text_results = text_job.result() if text_job is not None else (None, [])
         results = [*text_results, *image_results]
         vectors = np.empty((len(items), self._runtime.embed_dim), dtype=np.float32)
         for (index, _), result in zip([*texts, *images], results, strict=True):
@@ -205,22 +204,6 @@ class EmbeddingService:
             draft_min_side=self._limits.draft_min_side,
         )
         return self._runtime.preprocess(image)
-
-
-async def _gather_or_cancel(coros: list[Coroutine[Any, Any, T]]) -> list[T]:
-    """Run concurrently; results in order, or the first error with the others cancelled."""
-    tasks = [asyncio.ensure_future(coro) for coro in coros]
-    if not tasks:
-        return []
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        for task in tasks:
-            if task.done() and not task.cancelled() and (error := task.exception()) is not None:
-                raise error
-        return [task.result() for task in tasks]
-    finally:
-        for task in tasks:
-            task.cancel()
 
 
 def _text_chunks(texts: list[str]) -> list[list[str]]:

@@ -153,17 +153,17 @@ def _text(value: Any, param: str, limits: InputLimits) -> TextItem:
         raise InvalidRequestError(
             f"{param} is an empty string; every input must be non-empty", param=param, code="empty_text"
         )
+    if len(value) > limits.max_text_chars:  # first: the blank check below scans the text
+        raise InvalidRequestError(
+            f"{param} is {len(value)} characters; the limit is {limits.max_text_chars} "
+            "(CLIP reads only the first 77 tokens)",
+            param=param,
+        )
     if is_blank(value):  # "" once open_clip cleans it: refused like "", not embedded as an empty prompt
         raise InvalidRequestError(
             f"{param} is blank (only whitespace or control characters); every input must have text",
             param=param,
             code="empty_text",
-        )
-    if len(value) > limits.max_text_chars:
-        raise InvalidRequestError(
-            f"{param} is {len(value)} characters; the limit is {limits.max_text_chars} "
-            "(CLIP reads only the first 77 tokens)",
-            param=param,
         )
     return TextItem(value, param.removesuffix(".text"))
 

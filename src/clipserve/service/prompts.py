@@ -29,7 +29,8 @@ class PromptEncoder:
     def cache(self) -> PromptCache:
         return self._cache
 
-    async def encode(self, prompts: list[str]) -> PromptVectors:
+    async def encode(self, prompts: list[str], *, account: str) -> PromptVectors:
+        """The prompts' vectors; cache misses go to the text queue as `account`'s items, in its share."""
         found: dict[str, CachedPrompt] = {}
         missing: list[str] = []
         for prompt in dict.fromkeys(prompts):  # unique, in order
@@ -45,7 +46,7 @@ class PromptEncoder:
             chunk = missing[start : start + self._chunk_size]
             result = await self._embeddings.embed(
                 [TextItem(p, "labels") for p in chunk],
-                account="prompts",  # texts: no fetch or decode slots
+                account=account,  # the caller's share of the text queue, not one share for every account
             )
             counts = result.token_counts
             for prompt, vector, tokens in zip(chunk, result.vectors, counts, strict=True):
