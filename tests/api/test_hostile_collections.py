@@ -4,7 +4,9 @@ accepts the other accepts too."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -12,7 +14,7 @@ from urllib.parse import quote
 import numpy as np
 import pytest
 
-from tests.support import running_app
+from tests.support import bearer, create_key, data_uri, encode_image, gradient_image, running_app
 
 pytestmark = pytest.mark.anyio
 
@@ -20,6 +22,10 @@ pytestmark = pytest.mark.anyio
 def _unit(seed: int) -> list[float]:
     v = np.random.default_rng(seed).standard_normal(512)
     return (v / np.linalg.norm(v)).tolist()
+
+
+def _image(seed: int) -> str:
+    return data_uri(encode_image(gradient_image(64, 48, seed=seed)))
 
 
 def _item_url(name: str, item_id: str) -> str:
@@ -224,16 +230,18 @@ async def test_accounts_have_collection_and_item_quotas(
 
 
 class _CrashingDrop:
-    """The real store, except that dropping a collection fails once, as a crash right after the catalogue
-    step would leave it."""
+    """The real store, except that dropping a collection fails, as a crash right after the catalogue step
+    would leave it (or a store that cannot drop it); records which drops were tried."""
 
     def __init__(self, real: Any) -> None:
         self.real = real
+        self.tried: list[str] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)
 
     def drop_collection(self, key: str) -> None:
+        self.tried.append(key)
         raise RuntimeError("crashed between the catalogue and the store")
 
 
@@ -247,23 +255,150 @@ async def test_a_delete_interrupted_before_the_store_drop_is_finished_later(
         await client.post("/v1/collections/c/items", json={"items": items})
         [record] = service._catalogue.list_for("local")
         real = service.vectors
-        service.vectors = _CrashingDrop(real)
+        service.vectors = crashing = _CrashingDrop(real)
         try:
-            response = await client.delete("/v1/collections/c")
-            assert response.status_code == 500
-        except RuntimeError:
-            pass  # the transport re-raised the app's error: the "crash"
+            try:
+                response = await client.delete("/v1/collections/c")
+                assert response.status_code == 500
+            except RuntimeError:
+                pass  # the transport re-raised the app's error: the "crash"
+            assert crashing.tried == [record.store_key]
+            # a pending delete the store cannot finish costs other callers nothing: no store round trip
+            for name in ("d", "e"):
+                assert (await client.post("/v1/collections", json={"name": name})).status_code == 200
+            assert (await client.post("/v1/collections", json={"name": "c"})).status_code == 200
+            assert (await client.get("/v1/collections/e")).status_code == 200
+            assert crashing.tried == [record.store_key]
         finally:
             service.vectors = real
+        assert (await client.delete("/v1/collections/c")).status_code == 200
         assert (await client.get("/v1/collections/c")).status_code == 404  # gone for the caller at once
         assert real.has_collection(record.store_key)  # its items still stored: the orphan of issue 10
         assert real.count(record.store_key) == 3
+        assert service._catalogue.pending_deletes() != []
 
     async with running_app(tiny_runtime, tmp_path, **backend) as (client, app):  # a restart
         service = app.state.context.collections
-        assert service.vectors.has_collection(record.store_key)
+        assert not service.vectors.has_collection(record.store_key)  # finished at startup
+        assert service._catalogue.pending_deletes() == []
         recreated = await client.post("/v1/collections", json={"name": "c"})  # the name is free again
         assert recreated.status_code == 200, recreated.text
         assert recreated.json()["item_count"] == 0
-        assert not service.vectors.has_collection(record.store_key)
+
+
+async def test_the_periodic_sweep_finishes_pending_deletes(tiny_runtime: Any, tmp_path: Path) -> None:
+    async with running_app(tiny_runtime, tmp_path) as (client, app):
+        service = app.state.context.collections
+        await client.post("/v1/collections", json={"name": "c"})
+        [record] = service._catalogue.list_for("local")
+        await asyncio.get_running_loop().run_in_executor(None, service._catalogue.mark_deleting, record)
+        assert service.vectors.has_collection(record.store_key)
+        sweep = asyncio.ensure_future(service.sweep_pending_deletes(interval_s=0.01))
+        try:
+            await _until(lambda: not service.vectors.has_collection(record.store_key))
+        finally:
+            sweep.cancel()
         assert service._catalogue.pending_deletes() == []
+
+
+async def _until(condition: Any, timeout_s: float = 10.0) -> None:
+    for _ in range(int(timeout_s / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached")
+
+
+async def test_an_add_is_admitted_whole_or_refused_whole(tiny_runtime: Any, tmp_path: Path) -> None:
+    """A full image queue refuses the whole add (503 + Retry-After) before anything is embedded, stored or
+    charged; once each item took its own queue slot, and the items that found one were stored and charged."""
+    key = create_key(tmp_path)
+    auth = bearer(key)
+    settings = {"max_queue_items": 4, "max_items_per_request": 4, "batch_wait_ms": 0}
+    async with running_app(tiny_runtime, tmp_path, **settings) as (client, app):
+        context = app.state.context
+        assert (await client.post("/v1/collections", json={"name": "c"}, headers=auth)).status_code == 200
+        gate = threading.Event()
+        context.compute_pool.submit(gate.wait, 20)  # the model thread is busy
+        try:
+            first = asyncio.ensure_future(
+                client.post("/v1/embeddings", json={"input": [{"image": _image(0)}]}, headers=auth)
+            )
+            await _until(lambda: context.queues.images.depth == 0 and context.queues.images.queued_bytes > 0)
+            # that image is in the batch waiting for the model thread: the batcher takes no more for now
+            queued = asyncio.ensure_future(
+                client.post(
+                    "/v1/embeddings", json={"input": [{"image": _image(n)} for n in (1, 2, 3)]}, headers=auth
+                )
+            )
+            await _until(lambda: context.queues.images.depth == 3)
+            items = [{"id": f"i{n}", "image": _image(10 + n)} for n in range(2)]  # 3 + 2 > 4
+            refused = await client.post("/v1/collections/c/items", json={"items": items}, headers=auth)
+        finally:
+            gate.set()
+        assert [r.status_code for r in await asyncio.gather(first, queued)] == [200, 200]
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["retry-after"].isdigit()
+        assert refused.json()["error"]["code"] == "server_overloaded"
+        assert (await client.get("/v1/collections/c", headers=auth)).json()["item_count"] == 0
+        usage = (await client.get("/v1/usage", headers=auth)).json()["data"]
+        assert "/v1/collections/{name}/items" not in [row["endpoint"] for row in usage]
+        again = await client.post("/v1/collections/c/items", json={"items": items}, headers=auth)
+        assert again.status_code == 200, again.text
+        assert again.json()["errors"] is False
+        assert int(again.headers["x-request-cost-micros"]) == 2 * 47
+
+
+async def test_an_add_of_good_and_bad_images_stores_the_good_ones(tiny_runtime: Any, tmp_path: Path) -> None:
+    """One admission for the add, and each bad input still fails only its own item (and is free)."""
+    key = create_key(tmp_path)
+    auth = bearer(key)
+    thin = data_uri(encode_image(gradient_image(400, 4, seed=1)))  # aspect ratio 100
+    async with running_app(tiny_runtime, tmp_path) as (client, _):
+        await client.post("/v1/collections", json={"name": "c"}, headers=auth)
+        items = [
+            {"id": "good0", "image": _image(0)},
+            {"id": "broken", "image": "data:image/png;base64,AAAA"},
+            {"id": "text", "text": "a photo of a cat"},
+            {"id": "thin", "image": thin},
+            {"id": "private", "image": "http://127.0.0.1:9/cat.png"},
+            {"id": "vector", "vector": _unit(1)},
+            {"id": "good1", "image": _image(1)},
+        ]
+        response = await client.post("/v1/collections/c/items", json={"items": items}, headers=auth)
+        assert response.status_code == 200, response.text
+        rows = response.json()["data"]
+        assert [(row["id"], row["status"]) for row in rows] == [
+            ("good0", "ok"), ("broken", "error"), ("text", "ok"), ("thin", "error"), ("private", "error"),
+            ("vector", "ok"), ("good1", "ok"),
+        ]  # fmt: skip
+        errors = {row["id"]: row["error"] for row in rows if row["status"] == "error"}
+        assert errors["broken"]["code"] == "invalid_image"
+        assert errors["thin"]["code"] == "image_aspect_ratio"
+        assert errors["private"]["code"] == "image_fetch_failed"
+        for row in rows:
+            if row["status"] == "error":
+                assert row["error"]["param"] == f"items[{row['index']}]", row
+                assert row["error"]["message"].startswith(f"items[{row['index']}]: "), row
+        usage = response.json()["usage"]
+        assert usage["image_count"] == 2
+        assert usage["prompt_tokens"] > 0
+        assert (await client.get("/v1/collections/c", headers=auth)).json()["item_count"] == 4
+        stored = await client.get("/v1/collections/c/items/good1?include_vector=true", headers=auth)
+        alone = await client.post("/v1/embeddings", json={"input": [{"image": _image(1)}]}, headers=auth)
+        np.testing.assert_allclose(stored.json()["vector"], alone.json()["data"][0]["embedding"], atol=1e-5)
+
+
+async def test_concurrent_creates_cannot_pass_the_collection_quota(
+    tiny_runtime: Any, tmp_path: Path, backend: dict[str, Any]
+) -> None:
+    async with running_app(tiny_runtime, tmp_path, **backend, max_collections_per_account=2) as (client, _):
+        created = await asyncio.gather(
+            *(client.post("/v1/collections", json={"name": f"c{n}"}) for n in range(12))
+        )
+        codes = sorted(r.status_code for r in created)
+        assert codes == [200] * 2 + [400] * 10, [r.text for r in created]
+        assert all(
+            r.json()["error"]["code"] == "collection_quota_exceeded" for r in created if r.status_code == 400
+        )
+        assert len((await client.get("/v1/collections")).json()["data"]) == 2

@@ -254,6 +254,9 @@ async def _running_services(context: AppContext) -> AsyncIterator[None]:
         context.input_limits,
         CollectionLimits.from_settings(settings),
     )
+    # deletes a crash or a store error interrupted: finished once now, then retried periodically
+    await context.collections.finish_pending_deletes()
+    sweeping = asyncio.create_task(context.collections.sweep_pending_deletes())
     queues.start()
     warming = asyncio.create_task(_warm_up(context, compute))
     try:
@@ -261,6 +264,9 @@ async def _running_services(context: AppContext) -> AsyncIterator[None]:
     finally:
         context.ready = False
         metrics.ready.set(0)
+        sweeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeping
         await warming
         logger.info("draining: finishing %d queued items", queues.images.depth + queues.texts.depth)
         await queues.stop()

@@ -21,13 +21,20 @@ from clipserve.service.embeddings import EmbeddingService
 from clipserve.service.inputs import ImageItem, InputItem, InputLimits, TextItem, parse_item
 from clipserve.service.pricing import Usage, usage_bound
 from clipserve.service.text_checks import has_lone_surrogate, reject_lone_surrogates
-from clipserve.store.collections import CollectionCatalogue, CollectionRecord, check_name, new_store_key
+from clipserve.store.collections import (
+    CollectionCatalogue,
+    CollectionRecord,
+    check_name,
+    new_store_key,
+    quota_error,
+)
 from clipserve.vectors.base import DIMENSIONS, Hit, StoredItem, VectorStore
 from clipserve.vectors.filters import Filter
 from clipserve.vectors.values import check_item_id, check_metadata
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
+PENDING_DELETE_SWEEP_S = 300.0  # how often interrupted collection deletes are retried (and once at startup)
 
 
 @dataclass(frozen=True)
@@ -38,11 +45,15 @@ class CollectionLimits:
     max_metadata_depth: int = 16
     max_collections_per_owner: int = 100
     max_items_per_owner: int = 100_000
+    # texts (or images) one add may embed: an add is admitted to each encoder queue whole, so never more
+    # than one account may hold there (a larger add could never be admitted: a 400, not a 503 for ever)
+    max_embedded_per_request: int = 256
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CollectionLimits:
         return cls(
             max_items_per_request=settings.max_collection_items_per_request,
+            max_embedded_per_request=settings.queue_items_per_account,
             max_metadata_bytes=settings.max_metadata_bytes,
             max_metadata_depth=settings.max_metadata_depth,
             max_collections_per_owner=settings.max_collections_per_account,
@@ -138,19 +149,22 @@ class CollectionService:
 
     async def create(self, owner: str, name: str, description: str | None) -> CollectionInfo:
         check_name(name)
-        await self.finish_pending_deletes()
+        # A pending delete never blocks its name (its row already moved to another owner), so nothing to
+        # finish here; finish_pending_deletes runs at startup and from sweep_pending_deletes.
         await self._run(lambda: self._catalogue.check_free(owner, name))
         held = await self._run(lambda: self._catalogue.count_for(owner))
-        if held >= self.limits.max_collections_per_owner:
-            raise CollectionQuotaError(
-                f"this account holds {held} collections, its quota; delete one first", param="name"
-            )
+        if held >= self.limits.max_collections_per_owner:  # cheap early refusal; the insert checks again
+            raise quota_error(held)
         key = new_store_key()
         # The store first: a crash in between leaves an orphan store collection nobody sees, never a
         # catalogue entry without storage.
         await self._run(lambda: self.vectors.create_collection(key))
         try:
-            record = await self._run(lambda: self._catalogue.create(owner, name, description, key))
+            record = await self._run(
+                lambda: self._catalogue.create(
+                    owner, name, description, key, max_for_owner=self.limits.max_collections_per_owner
+                )
+            )
         except BaseException:
             await self._run(lambda: self.vectors.drop_collection(key))
             raise
@@ -171,7 +185,6 @@ class CollectionService:
     async def delete(self, owner: str, name: str) -> None:
         """Hide the row (gone for callers at once), drop the store's collection, delete the row; a crash in
         between leaves a pending delete that finish_pending_deletes completes."""
-        await self.finish_pending_deletes()
         record = await self._record(owner, name)
         pending = await self._run(lambda: self._catalogue.mark_deleting(record))
         await self._finish_delete(pending)
@@ -189,6 +202,15 @@ class CollectionService:
                                exc_info=True)  # fmt: skip
         return finished
 
+    async def sweep_pending_deletes(self, interval_s: float = PENDING_DELETE_SWEEP_S) -> None:
+        """Run for ever: finish_pending_deletes every `interval_s` (the startup call did the first)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.finish_pending_deletes()
+            except Exception:  # the catalogue unreachable: the next sweep tries again
+                logger.warning("could not list pending collection deletes; will retry", exc_info=True)
+
     async def _finish_delete(self, pending: CollectionRecord) -> None:
         await self._run(lambda: self.vectors.drop_collection(pending.store_key))
         await self._run(lambda: self._catalogue.delete(pending))
@@ -204,6 +226,13 @@ class CollectionService:
                 f"at most {self.limits.max_items_per_request} items per request", param="items"
             )
         planned = [self._plan_item(i, raw) for i, raw in enumerate(raw_items)]
+        for kind in (TextItem, ImageItem):
+            if sum(isinstance(p.source, kind) for p in planned) > self.limits.max_embedded_per_request:
+                raise InvalidRequestError(
+                    f"at most {self.limits.max_embedded_per_request} {kind.__name__[:-4].lower()}s per request "
+                    "on this server (its queue's share per account)",
+                    param="items",
+                )
         seen: dict[str, int] = {}
         for item in planned:
             if item.error is None and item.id in seen:
@@ -221,21 +250,25 @@ class CollectionService:
     async def add_items(self, owner: str, name: str, planned: list[PlannedItem]) -> AddResult:
         record = await self._record(owner, name)
         await self._check_item_quota(owner, record, [item.id for item in planned if item.error is None])
-        embedded = await asyncio.gather(
-            *(self._vector_of(item, owner) for item in planned), return_exceptions=True
-        )
-        outcomes, stored, images, tokens = [], [], 0, 0
-        for item, result in zip(planned, embedded, strict=True):
-            if isinstance(result, BaseException) and not isinstance(result, ClipserveError):
-                raise result
+        # One admission for every text and image of the add (embed_each): a full queue refuses the whole add
+        # (503) before anything is embedded, stored or charged; a bad input still fails only its own item.
+        to_embed = [item for item in planned if isinstance(item.source, TextItem | ImageItem)]
+        sources = [item.source for item in to_embed if isinstance(item.source, TextItem | ImageItem)]
+        embedded = await self._embeddings.embed_each(sources, account=owner) if sources else None
+        results: dict[int, np.ndarray | ClipserveError] = {
+            item.index: outcome
+            for item, outcome in zip(to_embed, embedded.outcomes if embedded else [], strict=True)
+        }
+        outcomes, stored = [], []
+        for item in planned:
+            result = item.source if isinstance(item.source, np.ndarray) else results.get(item.index)
             error = item.error or (result if isinstance(result, ClipserveError) else None)
-            if error is None and isinstance(result, tuple):
-                vector, item_images, item_tokens = result
-                stored.append(StoredItem(item.id, vector, item.metadata))
-                images, tokens = images + item_images, tokens + item_tokens
+            if error is None and isinstance(result, np.ndarray):
+                stored.append(StoredItem(item.id, result, item.metadata))
             outcomes.append(ItemOutcome(item.index, item.id, error))
         await self._run(lambda: self.vectors.upsert(record.store_key, stored))  # one transaction
-        return AddResult(outcomes, Usage(images=images, tokens=tokens))
+        usage = Usage(images=embedded.image_count, tokens=embedded.text_tokens) if embedded else Usage()
+        return AddResult(outcomes, usage)
 
     async def get_item(self, owner: str, name: str, item_id: str) -> StoredItem:
         check_item_id(item_id, "item_id")
@@ -336,14 +369,6 @@ class CollectionService:
                 f"metadata is {size} bytes; the limit is {self.limits.max_metadata_bytes}", param=param
             )
         return metadata
-
-    async def _vector_of(self, item: PlannedItem, account: str) -> tuple[np.ndarray, int, int] | None:
-        if item.error is not None or item.source is None:
-            return None
-        if isinstance(item.source, np.ndarray):
-            return item.source, 0, 0
-        result = await self._embeddings.embed([item.source], account=account)
-        return result.vectors[0], result.image_count, result.text_tokens
 
     async def _record(self, owner: str, name: str) -> CollectionRecord:
         check_name(name)  # a path parameter is held to the rules a created name was

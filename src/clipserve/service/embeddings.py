@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import partial
@@ -52,6 +52,16 @@ class EmbeddingResult:
     text_tokens: int
     token_counts: list[int]  # per text item, in the order texts appear in the input
     image_count: int
+    timings: RequestTimings
+
+
+@dataclass(frozen=True)
+class ItemResults:
+    """embed_each's answer: per input item, in input order, its unit vector or the input error it failed with."""
+
+    outcomes: list[np.ndarray | ClipserveError]
+    text_tokens: int  # of the texts (which fail only with the whole request)
+    image_count: int  # images embedded; the failed ones are not counted
     timings: RequestTimings
 
 
@@ -126,6 +136,53 @@ class EmbeddingService:
             token_counts=tokenized.token_counts if tokenized else [],
             image_count=len(images),
             timings=_timings(max(prepared, default=started) - started, results),
+        )
+
+    async def embed_each(self, items: Sequence[InputItem], *, account: str) -> ItemResults:
+        """Embed every item under ONE admission, as embed() does, but let a bad input fail only its own item.
+
+        Admission is all or nothing: a full queue (or a stopping one) refuses the whole request (503) before
+        anything is fetched, decoded or embedded. After that, an input error of one image (undecodable, too
+        large, refused aspect ratio, fetch failed: any 4xx) becomes that item's result; anything else (a
+        queue error, a 5xx, a cancellation) fails the whole request and cancels the rest of its work.
+        """
+        texts = [(i, item) for i, item in enumerate(items) if isinstance(item, TextItem)]
+        images = [(i, item) for i, item in enumerate(items) if isinstance(item, ImageItem)]
+        inline_bytes = sum(_inline_size(im.source) for _, im in images if not is_remote_source(im.source))
+        with (
+            self._queues.texts.reserve(len(texts), tenant=account) as text_slots,
+            self._queues.images.reserve(len(images), inline_bytes, tenant=account) as image_slots,
+        ):
+            started = time.perf_counter()
+            prepared: list[float] = []
+            decode_pool = self._decode_pool.for_tenant(account)
+            text_job = (
+                asyncio.ensure_future(
+                    self._encode_texts([t.text for _, t in texts], text_slots, decode_pool, prepared)
+                )
+                if texts
+                else None
+            )
+            image_jobs = [
+                asyncio.ensure_future(
+                    _input_error_apart(self._encode_image(item, image_slots, account, decode_pool, prepared))
+                )
+                for _, item in images
+            ]
+            # A bad image is its own result; a service error (or a failed tokenization) cancels the rest.
+            jobs: list[asyncio.Future[Any]] = [*image_jobs, *([text_job] if text_job is not None else [])]
+            await _gather_or_cancel(jobs)
+            image_results = [job.result() for job in image_jobs]
+            tokenized, text_results = text_job.result() if text_job is not None else (None, [])
+        by_index = dict(zip([i for i, _ in [*texts, *images]], [*text_results, *image_results], strict=True))
+        embedded = [r for r in by_index.values() if not isinstance(r, ClipserveError)]
+        return ItemResults(
+            outcomes=[
+                r if isinstance(r := by_index[i], ClipserveError) else r.value for i in range(len(items))
+            ],
+            text_tokens=sum(tokenized.token_counts) if tokenized else 0,
+            image_count=sum(not isinstance(r, ClipserveError) for r in image_results),
+            timings=_timings(max(prepared, default=started) - started, embedded),
         )
 
     async def _encode_texts(
@@ -204,6 +261,16 @@ class EmbeddingService:
             draft_min_side=self._limits.draft_min_side,
         )
         return self._runtime.preprocess(image)
+
+
+async def _input_error_apart(work: Awaitable[T]) -> T | ClipserveError:
+    """The item's input error as its result; service errors (5xx: queue full, shutting down) still raise."""
+    try:
+        return await work
+    except ClipserveError as exc:
+        if exc.status_code >= 500:
+            raise
+        return exc
 
 
 def _text_chunks(texts: list[str]) -> list[list[str]]:

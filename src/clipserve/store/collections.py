@@ -1,9 +1,10 @@
 """The collections catalogue: which collections exist, who owns them, and their vector-store key.
 
-Deleting is three steps, each safe to repeat, so a crash anywhere leaves something the next delete or create
-finishes (instead of items orphaned in the store forever): the row is first handed to the owner
+Deleting is three steps, each safe to repeat, so a crash anywhere leaves something the next startup or
+periodic sweep finishes (instead of items orphaned in the store forever): the row is first handed to the owner
 `deleting:<row id>` (at once invisible to its caller, and the name free again), then the store's collection
-is dropped, then the row is deleted. Pending rows are finished by `CollectionService.finish_pending_deletes`.
+is dropped, then the row is deleted. Pending rows are finished by `CollectionService.finish_pending_deletes`,
+at startup and periodically after (never on a caller's request).
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from clipserve.errors import ConflictError, InvalidRequestError, NotFoundError
+from clipserve.errors import CollectionQuotaError, ConflictError, InvalidRequestError, NotFoundError
 from clipserve.store.database import Database
 from clipserve.store.schema import collections
 
@@ -35,6 +36,12 @@ def check_name(name: object, param: str = "name") -> str:
             param=param,
         )
     return name
+
+
+def quota_error(held: int) -> CollectionQuotaError:
+    return CollectionQuotaError(
+        f"this account holds {held} collections, its quota; delete one first", param="name"
+    )
 
 
 def new_store_key() -> str:
@@ -64,9 +71,22 @@ class CollectionCatalogue:
         if taken is not None:
             raise ConflictError(f"a collection named {name!r} already exists", param="name")
 
-    def create(self, owner: str, name: str, description: str | None, key: str) -> CollectionRecord:
+    def create(
+        self, owner: str, name: str, description: str | None, key: str, *, max_for_owner: int | None = None
+    ) -> CollectionRecord:
+        """Insert the row; with `max_for_owner`, count the owner's collections and insert in one transaction
+        under a per-owner lock, so concurrent creates cannot pass the quota (CollectionQuotaError)."""
         try:
             with self.db.write() as conn:
+                if max_for_owner is not None:
+                    if not self.db.is_sqlite:  # SQLite's BEGIN IMMEDIATE already serializes writers
+                        conn.execute(
+                            text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                            {"key": f"collections:{owner}"},
+                        )
+                    held = self._count(conn, owner)
+                    if held >= max_for_owner:
+                        raise quota_error(held)
                 conn.execute(
                     insert(collections).values(
                         owner=owner,
@@ -103,11 +123,15 @@ class CollectionCatalogue:
 
     def count_for(self, owner: str) -> int:
         with self.db.read() as conn:
-            return int(
-                conn.execute(
-                    select(func.count()).select_from(collections).where(collections.c.owner == owner)
-                ).scalar_one()
-            )
+            return self._count(conn, owner)
+
+    @staticmethod
+    def _count(conn: Connection, owner: str) -> int:
+        return int(
+            conn.execute(
+                select(func.count()).select_from(collections).where(collections.c.owner == owner)
+            ).scalar_one()
+        )
 
     def mark_deleting(self, record: CollectionRecord) -> CollectionRecord:
         """Step 1 of a delete: hide the row from its owner; the record of the pending delete. A 404 if a
