@@ -185,3 +185,30 @@ async def test_the_openapi_schema_still_shows_every_request_body(tiny_runtime: A
         assert body == {"$ref": f"#/components/schemas/{model}"}
     refs = json.dumps(schema).split('"$ref": "#/components/schemas/')[1:]
     assert {ref.split('"')[0] for ref in refs} <= set(schemas)  # no dangling reference (classify's were)
+
+
+async def test_the_items_of_a_large_body_are_parsed_off_the_event_loop_and_a_small_ones_inline(
+    tiny_runtime: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import clipserve.api.routes_embeddings as routes_embeddings
+    import clipserve.api.routes_rank as routes_rank
+
+    threads: list[str] = []
+
+    def spy(real: Any) -> Any:
+        def recorded(*args: Any) -> Any:
+            threads.append(threading.current_thread().name)
+            return real(*args)
+
+        return recorded
+
+    monkeypatch.setattr(routes_embeddings, "parse_request_items", spy(routes_embeddings.parse_request_items))
+    monkeypatch.setattr(routes_rank, "parse_items", spy(routes_rank.parse_items))
+    many = [f"a photo of thing number {i:06}" for i in range(2048)]  # ~68 KB
+    async with running_app(tiny_runtime, tmp_path) as (client, _):
+        assert (await client.post("/v1/embeddings", json={"input": many})).status_code == 200
+        assert (
+            await client.post("/v1/rank", json={"query": "a", "documents": many[:1000]})
+        ).status_code == 200
+        assert (await client.post("/v1/embeddings", json={"input": "a cat"})).status_code == 200
+    assert [name.startswith("clipserve-json") for name in threads] == [True, True, False]

@@ -36,6 +36,7 @@ from clipserve.errors import (
 from clipserve.service.auth import Authenticator, Caller
 
 Model = TypeVar("Model", bound=BaseModel)
+T = TypeVar("T")
 ModelChoice = type[Model] | Callable[[dict[str, Any]], type[Model]]
 
 
@@ -80,6 +81,15 @@ async def read_model(request: Request, model: ModelChoice[Model], limit: int) ->
     # Request.body() (the Idempotency-Key fingerprint) reads this instead of the consumed stream.
     request._body = body
     return value
+
+
+async def parse_off_the_loop(request: Request, work: Callable[[], T]) -> T:
+    """Run a route's per-item parsing of its body where a large body was parsed (the JSON threads), so the
+    event loop never walks thousands of items; a small body's items are parsed inline."""
+    parser = get_context(request).body_parser
+    if parser is None or len(getattr(request, "_body", b"")) <= parser.inline_bytes:
+        return work()
+    return await parser.run(work)
 
 
 def validate_body(model: type[Model], body: dict[str, Any]) -> Model:

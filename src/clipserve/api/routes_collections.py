@@ -8,7 +8,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 
 from clipserve.api.auth import CallerDep
-from clipserve.api.bodies import JsonBody
+from clipserve.api.bodies import JsonBody, parse_off_the_loop
 from clipserve.api.dependencies import get_collection_service
 from clipserve.api.metering import Answer, FreeCallerDep, metered_response
 from clipserve.api.protocol import ErrorDetail, ErrorResponse
@@ -90,7 +90,7 @@ async def add_items(
     service: ServiceDep,
 ) -> Response:
     owner = _owner(caller)
-    planned = service.plan_items(body.items)
+    planned = await parse_off_the_loop(request, lambda: service.plan_items(body.items))
 
     async def produce() -> Answer:
         result = await service.add_items(owner, name, planned)

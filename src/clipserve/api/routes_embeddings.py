@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 
 from clipserve.api.auth import CallerDep
-from clipserve.api.bodies import JsonBody
+from clipserve.api.bodies import JsonBody, parse_off_the_loop
 from clipserve.api.dependencies import AppContext, get_context, get_embedding_service
 from clipserve.api.headers import timing_headers
 from clipserve.api.metering import Answer, metered_response
@@ -41,7 +41,9 @@ async def create_embeddings(
 ) -> Response:
     model = resolve_model_name(body.model)
     service.check_dimensions(body.dimensions)
-    items = parse_request_items(body.input, body.messages, context.input_limits)
+    items = await parse_off_the_loop(
+        request, lambda: parse_request_items(body.input, body.messages, context.input_limits)
+    )
 
     async def produce() -> Answer:
         result = await service.embed(items, account=caller.account)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 
 from clipserve.api.auth import CallerDep
-from clipserve.api.bodies import JsonBody
+from clipserve.api.bodies import JsonBody, parse_off_the_loop
 from clipserve.api.dependencies import AppContext, get_context, get_rank_service
 from clipserve.api.headers import timing_headers
 from clipserve.api.metering import Answer, metered_response
@@ -33,8 +33,13 @@ async def rank(
     service: Annotated[RankService, Depends(get_rank_service)],
 ) -> Response:
     model = resolve_model_name(body.model)
-    query = parse_item(body.query, "query", context.input_limits)
-    documents = parse_items(body.documents, "documents", context.input_limits)
+    query, documents = await parse_off_the_loop(
+        request,
+        lambda: (
+            parse_item(body.query, "query", context.input_limits),
+            parse_items(body.documents, "documents", context.input_limits),
+        ),
+    )
 
     async def produce() -> Answer:
         result = await service.rank(query, documents, body.top_n, caller.account)
