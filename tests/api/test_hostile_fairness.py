@@ -212,7 +212,7 @@ async def test_decoded_images_waiting_for_the_model_stay_bounded(tiny_runtime: A
         done.set()
         await watcher
     assert response.status_code == 200
-    assert 0 < most_waiting <= 64  # the default image_decode_ahead
+    assert 0 < most_waiting <= 64  # one account's half of the default image_decode_ahead (128)
 
 
 @pytest.mark.parametrize(

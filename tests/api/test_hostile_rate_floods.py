@@ -60,3 +60,27 @@ def test_refused_keys_remember_only_request_rate_refusals_until_their_retry_afte
     with pytest.raises(RateLimitExceededError, match="slow down") as raised:
         refused.check(4)
     assert 29 < raised.value.retry_after_s <= 30
+
+
+async def test_a_refused_keys_next_bodies_are_not_even_read(tiny_runtime: Any, tmp_path: Path) -> None:
+    key = create_key(tmp_path, credit="1", requests_per_minute=1)
+    read: list[int] = []
+
+    async def body() -> Any:
+        for _ in range(64):
+            read.append(1)
+            yield b" " * 1024
+        yield b'{"input": "a cat"}'
+
+    async with running_app(tiny_runtime, tmp_path) as (client, _):
+        headers = {**bearer(key), "Content-Type": "application/json"}
+        assert (
+            await client.post("/v1/embeddings", json={"input": "a"}, headers=bearer(key))
+        ).status_code == 200
+        assert (
+            await client.post("/v1/embeddings", json={"input": "a"}, headers=bearer(key))
+        ).status_code == 429
+        refused = await client.post("/v1/embeddings", content=body(), headers=headers)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert len(read) <= 1  # refused from memory before its body was read

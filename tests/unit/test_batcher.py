@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -221,3 +222,28 @@ async def test_one_tenant_cannot_hold_more_than_its_share_of_the_queue_bytes() -
             assert not batcher._tenant_bytes
         finally:
             await batcher.stop()
+
+
+async def test_with_a_latency_target_batches_shrink_to_what_the_model_runs_in_that_time() -> None:
+    sizes: list[int] = []
+
+    def slow(payloads: list[int]) -> list[int]:
+        sizes.append(len(payloads))
+        time.sleep(0.01 * len(payloads))  # 10 ms per item, like a CPU running a large model
+        return payloads
+
+    with ThreadPoolExecutor(1) as pool:
+        batcher: DynamicBatcher[int, int] = DynamicBatcher(
+            "test", slow, pool, max_batch_size=16, max_wait_s=0.001, max_queue_size=64, max_batch_s=0.035
+        )
+        batcher.start()
+        try:
+            assert batcher.batch_limit == 16  # nothing measured yet
+            with batcher.reserve(40) as slots:
+                futures = batcher.submit(slots, list(range(40)))
+            assert [(await f).value for f in futures] == list(range(40))
+        finally:
+            await batcher.stop()
+    assert sizes[0] == 16
+    assert max(sizes[1:]) <= 4  # 35 ms at ~10 ms an item
+    assert 1 <= batcher.batch_limit <= 3

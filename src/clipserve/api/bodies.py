@@ -52,7 +52,10 @@ class JsonBody(Generic[Model]):
         self.documented = tuple(documented) or ((model,) if isinstance(model, type) else ())
 
     async def __call__(self, request: Request, caller: Annotated[Caller, Depends(get_caller)]) -> Model:
-        return await read_model(request, self.model, get_context(request).settings.max_request_bytes)
+        context = get_context(request)
+        if context.meter is not None:
+            context.meter.refuse_if_limited(caller)  # a key refused for its rate: 429 before the body is read
+        return await read_model(request, self.model, context.settings.max_request_bytes)
 
 
 class PublicJsonBody(JsonBody[Model]):

@@ -119,6 +119,7 @@ class DynamicBatcher(Generic[T, R]):
         max_queue_bytes: int | None = None,
         max_tenant_items: int | None = None,
         max_tenant_bytes: int | None = None,
+        max_batch_s: float | None = None,
         payload_bytes: Callable[[T], int] | None = None,
         observer: BatchObserver | None = None,
     ) -> None:
@@ -126,6 +127,12 @@ class DynamicBatcher(Generic[T, R]):
         self._run_batch = run_batch
         self._executor = executor
         self._max_batch_size = max_batch_size
+        # With a latency target, a batch holds only as many items as the model runs in that time (from a moving
+        # average of seconds per item): on a CPU, where a batch of 32 images takes seconds and batches of 4-8
+        # are about as efficient, another tenant's item then waits for at most two short batches, not two long
+        # ones; on a GPU, items are cheap and batches stay full.
+        self._max_batch_s = max_batch_s
+        self._item_s: float | None = None
         self._max_wait_s = max_wait_s
         self._max_queue_size = max_queue_size
         self._max_queue_bytes = max_queue_bytes
@@ -149,6 +156,13 @@ class DynamicBatcher(Generic[T, R]):
     def depth(self) -> int:
         """Items admitted and not yet handed to the model."""
         return self._reserved + len(self._pending)
+
+    @property
+    def batch_limit(self) -> int:
+        """The most items the next batch may take: max_batch_size, or fewer to keep within max_batch_s."""
+        if self._max_batch_s is None or self._item_s is None:
+            return self._max_batch_size
+        return max(1, min(self._max_batch_size, int(self._max_batch_s / self._item_s)))
 
     @property
     def queued_bytes(self) -> int:
@@ -258,7 +272,7 @@ class DynamicBatcher(Generic[T, R]):
 
     async def _wait_for_fill(self) -> None:
         deadline = min(item.enqueued_at for item in self._pending.heads()) + self._max_wait_s
-        while len(self._pending) < self._max_batch_size and not self._stopping:
+        while len(self._pending) < self.batch_limit and not self._stopping:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 return
@@ -271,7 +285,8 @@ class DynamicBatcher(Generic[T, R]):
 
     def _take_batch(self) -> list[_Pending[T, R]]:
         batch: list[_Pending[T, R]] = []
-        while self._pending and len(batch) < self._max_batch_size:
+        limit = self.batch_limit
+        while self._pending and len(batch) < limit:
             item = self._pending.pop()
             self._count_tenant(item.tenant, -1)
             if not item.future.done():  # skip items whose request was cancelled
@@ -299,6 +314,8 @@ class DynamicBatcher(Generic[T, R]):
                 await self._execute([item])
             return
         compute_s = time.perf_counter() - started
+        per_item = compute_s / len(batch)
+        self._item_s = per_item if self._item_s is None else 0.7 * self._item_s + 0.3 * per_item
         waits = [started - p.enqueued_at for p in batch]
         for item, value, wait in zip(batch, results, waits, strict=True):
             if not item.future.done():

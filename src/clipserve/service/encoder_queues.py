@@ -37,6 +37,7 @@ class EncoderQueues:
             return list(runtime.encode_texts(torch.stack(ids)))
 
         wait_s = settings.batch_wait_ms / 1000.0
+        target_s = settings.batch_latency_target_ms / 1000.0 or None
         queue_size = settings.max_queue_items
         images: ImageQueue = DynamicBatcher(
             "images",
@@ -44,6 +45,7 @@ class EncoderQueues:
             compute,
             max_batch_size=settings.image_batch_size,
             max_wait_s=wait_s,
+            max_batch_s=target_s,
             max_queue_size=queue_size,
             max_tenant_items=settings.queue_items_per_account,
             max_queue_bytes=settings.max_queue_bytes,
@@ -57,13 +59,15 @@ class EncoderQueues:
             compute,
             max_batch_size=settings.text_batch_size,
             max_wait_s=wait_s,
+            max_batch_s=target_s,
             max_queue_size=queue_size,
             max_tenant_items=settings.queue_items_per_account,
             observer=observer,
         )
-        # Per account the whole pool: when contended, freed slots go round-robin between accounts anyway,
-        # and one account alone must be able to decode a batch ahead while the model runs the last one.
-        decoded = FairSlots(settings.image_decode_ahead, per_tenant=settings.image_decode_ahead)
+        # Per account half the pool: enough for one account alone to decode a full batch ahead while the model
+        # runs the last one, and always room for other accounts, who would otherwise wait for a batch to finish
+        # before they could even decode.
+        decoded = FairSlots(settings.image_decode_ahead, per_tenant=max(1, settings.image_decode_ahead // 2))
         return cls(images=images, texts=texts, decoded=decoded)
 
     def start(self) -> None:

@@ -135,6 +135,12 @@ class Meter:
             raise
         return MeteredRequest(self, caller, charge_id, request_id, endpoint, idempotency_key, admitted)
 
+    def refuse_if_limited(self, caller: Caller) -> None:
+        """Raise the 429 of a key that is over its request rate (known from an earlier refusal), at no cost:
+        routes call it before reading a body, so a refused key's flood is not even read."""
+        if caller.key is not None:
+            self._refused.check(caller.key.id)
+
     async def admit_free(self, caller: Caller) -> dict[str, str]:
         """Count a request that costs nothing against the key's request rate (raises if over it); returns the
         rate-limit headers for its answer."""
