@@ -6,8 +6,8 @@ A real server process (auth on, default limits, seeded random ViT-B-32 unless --
 victim sends small requests one at a time (a short text, a small image inline, a small image by URL) and
 records each latency; the attacker, in its own process at the lowest CPU priority (on a real deployment its
 client runs elsewhere), runs one attack class at full speed for the same time. The server's RSS is sampled every 50 ms. For each
-class the script prints the victim's p50/p99, their ratio to the quiet run, the server's peak RSS over its
-quiet baseline, and what the attacker's requests got (status codes). The goal (docs/security.md): the victim's
+class the script prints the victim's p50/p99, their ratio to the quiet run, the server's peak RSS over its RSS
+when the phase began and in all, and what the attacker's requests got (status codes). The goal (docs/security.md): the victim's
 p99 at most 2x its quiet p99, and the peak RSS within the bound stated there, for every class.
 """
 
@@ -359,7 +359,8 @@ def main() -> None:
                     )
                     attacker.start()
                     time.sleep(2)  # let the attack build up
-                stop, peak = threading.Event(), [rss_now(server.pid)]
+                phase_start_rss = rss_now(server.pid)
+                stop, peak = threading.Event(), [phase_start_rss]
                 sampler = threading.Thread(target=sample_rss, args=(server.pid, stop, peak), daemon=True)
                 sampler.start()
                 latencies = asyncio.run(victim(base, victim_key, image_host, args.seconds))
@@ -374,7 +375,8 @@ def main() -> None:
                     "p50_ms": statistics.median(latencies) * 1000,
                     "p99_ms": percentile(latencies, 0.99) * 1000,
                     "requests": len(latencies),
-                    "peak_rss_over_baseline_mb": (peak[0] - baseline_rss) / 2**20,
+                    "peak_rss_over_phase_start_mb": (peak[0] - phase_start_rss) / 2**20,
+                    "peak_rss_mb": peak[0] / 2**20,
                     "attacker": statuses,
                 }
                 time.sleep(1)
@@ -385,12 +387,15 @@ def main() -> None:
 
     quiet = results["quiet"]
     print(f"\nserver RSS at the start: {baseline_rss / 2**20:.0f} MB; each phase {args.seconds:.0f} s\n")
-    print(f"{'phase':<14} {'p50 ms':>8} {'p99 ms':>8} {'p99/quiet':>9} {'RSS +MB':>8}  attacker's answers")
+    print(
+        f"{'phase':<14} {'p50 ms':>8} {'p99 ms':>8} {'p99/quiet':>9} {'RSS +MB':>8} {'peak MB':>8}  "
+        "attacker's answers"
+    )
     for phase, row in results.items():
         ratio = float(row["p99_ms"]) / float(quiet["p99_ms"])  # type: ignore[arg-type]
         print(
             f"{phase:<14} {row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} {ratio:>8.2f}x "
-            f"{row['peak_rss_over_baseline_mb']:>8.0f}  {row['attacker']}"
+            f"{row['peak_rss_over_phase_start_mb']:>8.0f} {row['peak_rss_mb']:>8.0f}  {row['attacker']}"
         )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -26,8 +26,7 @@ from clipserve.api.protocol_collections import (
     SearchRequest,
     SearchResponse,
 )
-from clipserve.service.auth import Caller
-from clipserve.service.collections import CollectionInfo, CollectionService, SearchQuery, owner_of
+from clipserve.service.collections import CollectionInfo, CollectionService, SearchQuery
 from clipserve.service.pricing import Usage, usage_bound
 from clipserve.vectors.filters import parse_filter
 
@@ -36,10 +35,6 @@ router = APIRouter(
     responses={code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 429, 503)},
 )
 ServiceDep = Annotated[CollectionService, Depends(get_collection_service)]
-
-
-def _owner(caller: Caller) -> str:
-    return owner_of(caller.key.account_id if caller.key is not None else None)
 
 
 def _collection(info: CollectionInfo, backend: str) -> Collection:
@@ -60,24 +55,24 @@ async def create_collection(
     body: Annotated[CreateCollectionRequest, Depends(JsonBody(CreateCollectionRequest))],
     service: ServiceDep,
 ) -> Collection:
-    info = await service.create(_owner(caller), body.name, body.description)
+    info = await service.create(caller.account, body.name, body.description)
     return _collection(info, service.vectors.name)
 
 
 @router.get("/v1/collections", response_model=CollectionList)
 async def list_collections(caller: FreeCallerDep, service: ServiceDep) -> CollectionList:
-    infos = await service.list_collections(_owner(caller))
+    infos = await service.list_collections(caller.account)
     return CollectionList(data=[_collection(info, service.vectors.name) for info in infos])
 
 
 @router.get("/v1/collections/{name}", response_model=Collection)
 async def get_collection(name: str, caller: FreeCallerDep, service: ServiceDep) -> Collection:
-    return _collection(await service.get(_owner(caller), name), service.vectors.name)
+    return _collection(await service.get(caller.account, name), service.vectors.name)
 
 
 @router.delete("/v1/collections/{name}", response_model=Deleted)
 async def delete_collection(name: str, caller: FreeCallerDep, service: ServiceDep) -> Deleted:
-    await service.delete(_owner(caller), name)
+    await service.delete(caller.account, name)
     return Deleted(id=name, object="collection")
 
 
@@ -89,7 +84,7 @@ async def add_items(
     caller: CallerDep,
     service: ServiceDep,
 ) -> Response:
-    owner = _owner(caller)
+    owner = caller.account
     planned = await parse_off_the_loop(request, lambda: service.plan_items(body.items))
 
     async def produce() -> Answer:
@@ -115,13 +110,13 @@ async def add_items(
 async def get_item(
     name: str, item_id: str, caller: FreeCallerDep, service: ServiceDep, include_vector: bool = False
 ) -> Item:
-    item = await service.get_item(_owner(caller), name, item_id)
+    item = await service.get_item(caller.account, name, item_id)
     return Item(id=item.id, metadata=item.metadata, vector=item.vector.tolist() if include_vector else None)
 
 
 @router.delete("/v1/collections/{name}/items/{item_id:path}", response_model=Deleted)
 async def delete_item(name: str, item_id: str, caller: FreeCallerDep, service: ServiceDep) -> Deleted:
-    await service.delete_item(_owner(caller), name, item_id)
+    await service.delete_item(caller.account, name, item_id)
     return Deleted(id=item_id, object="collection.item")
 
 
@@ -142,7 +137,7 @@ async def search(  # type: ignore[no-untyped-def]
         with_vectors=body.include_vectors,
     )
     bound = Usage() if isinstance(parsed, str | np.ndarray) else usage_bound([parsed])
-    owner = _owner(caller)
+    owner = caller.account
 
     async def produce() -> Answer:
         result = await service.search(owner, name, query)

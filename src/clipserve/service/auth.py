@@ -42,7 +42,8 @@ class Caller:
 
     @property
     def account(self) -> str:
-        """Whose fair share of image fetches and queues this caller uses: its account, or "local"."""
+        """The caller's account as per-account state knows it ("account:N", or "local"): whose fair share of
+        fetches, decoding and queues a request uses, and who owns a collection."""
         return "local" if self.key is None else f"account:{self.key.account_id}"
 
 

@@ -106,10 +106,6 @@ class SearchResult:
     usage: Usage = field(default_factory=Usage)
 
 
-def owner_of(account_id: int | None) -> str:
-    return "local" if account_id is None else f"account:{account_id}"
-
-
 def unit_vector(raw: Any, param: str) -> np.ndarray:
     """A caller's vector: 512 finite numbers, L2-normalised here so scores are cosines."""
     if not isinstance(raw, list) or len(raw) != DIMENSIONS:
