@@ -41,7 +41,7 @@ async def test_a_key_over_its_request_rate_is_refused_without_touching_the_ledge
         refused.append(await client.get("/v1/collections", headers=bearer(key)))  # a free route too
     assert {r.status_code for r in refused} == {429}
     assert all(r.json()["error"]["code"] == "rate_limit_exceeded" for r in refused)
-    assert all(1 <= int(r.headers["retry-after"]) <= 60 for r in refused)
+    assert all(1 <= int(r.headers["retry-after"]) <= 120 for r in refused)  # two one-minute windows
     assert calls == {
         "admit": 3,
         "admit_free": 0,
