@@ -65,6 +65,20 @@ class ItemResults:
     timings: RequestTimings
 
 
+@dataclass(frozen=True)
+class _Encoded:
+    """What _encode_all produced: per item index, its batched vector or (isolated) input error."""
+
+    results: dict[int, Batched[np.ndarray] | ClipserveError]
+    tokenized: TokenizedTexts | None
+    image_count: int  # images embedded
+    timings: RequestTimings
+
+    @property
+    def text_tokens(self) -> int:
+        return sum(self.tokenized.token_counts) if self.tokenized else 0
+
+
 class EmbeddingService:
     def __init__(
         self,
@@ -99,6 +113,46 @@ class EmbeddingService:
         `account` is whose fair share of URL connections and decode-ahead slots the images wait for: one
         account's thousand images queue behind each other, not in front of another account's one.
         """
+        encoded = await self._encode_all(items, account, isolate_input_errors=False)
+        vectors = np.empty((len(items), self._runtime.embed_dim), dtype=np.float32)
+        for index, result in encoded.results.items():
+            assert not isinstance(result, ClipserveError)  # raised, not kept, without isolate_input_errors
+            vectors[index] = result.value
+        return EmbeddingResult(
+            vectors=vectors,
+            text_tokens=encoded.text_tokens,
+            token_counts=encoded.tokenized.token_counts if encoded.tokenized else [],
+            image_count=encoded.image_count,
+            timings=encoded.timings,
+        )
+
+    async def embed_each(self, items: Sequence[InputItem], *, account: str) -> ItemResults:
+        """Embed every item under ONE admission, as embed() does, but let a bad input fail only its own item.
+
+        Admission is all or nothing: a full queue (or a stopping one) refuses the whole request (503) before
+        anything is fetched, decoded or embedded. After that, an input error of one image (undecodable, too
+        large, refused aspect ratio, fetch failed: any 4xx) becomes that item's result; anything else (a
+        queue error, a 5xx, a cancellation) fails the whole request and cancels the rest of its work.
+        """
+        encoded = await self._encode_all(items, account, isolate_input_errors=True)
+        return ItemResults(
+            outcomes=[
+                r if isinstance(r := encoded.results[i], ClipserveError) else r.value
+                for i in range(len(items))
+            ],
+            text_tokens=encoded.text_tokens,
+            image_count=encoded.image_count,
+            timings=encoded.timings,
+        )
+
+    async def _encode_all(
+        self, items: Sequence[InputItem], account: str, *, isolate_input_errors: bool
+    ) -> _Encoded:
+        """Admit the request whole, then tokenize, fetch, decode and encode its items on the account's turns.
+
+        The first failure (a text that fails to tokenize, an image that fails, or with `isolate_input_errors`
+        only a service error) cancels the rest; an isolated input error becomes its item's result.
+        """
         texts = [(i, item) for i, item in enumerate(items) if isinstance(item, TextItem)]
         images = [(i, item) for i, item in enumerate(items) if isinstance(item, ImageItem)]
         inline_bytes = sum(_inline_size(im.source) for _, im in images if not is_remote_source(im.source))
@@ -117,70 +171,22 @@ class EmbeddingService:
                 if texts
                 else None
             )
-            image_jobs = [
-                asyncio.ensure_future(self._encode_image(item, image_slots, account, decode_pool, prepared))
-                for _, item in images
-            ]
-            # The first failure (a text that fails to tokenize, an image that fails to decode) cancels the rest.
+
+            def image_job(item: ImageItem) -> asyncio.Future[Batched[np.ndarray] | ClipserveError]:
+                work = self._encode_image(item, image_slots, account, decode_pool, prepared)
+                return asyncio.ensure_future(_input_error_apart(work) if isolate_input_errors else work)
+
+            image_jobs = [image_job(item) for _, item in images]
             jobs: list[asyncio.Future[Any]] = [*image_jobs, *([text_job] if text_job is not None else [])]
             await _gather_or_cancel(jobs)
             image_results = [job.result() for job in image_jobs]
             tokenized, text_results = text_job.result() if text_job is not None else (None, [])
-        results = [*text_results, *image_results]
-        vectors = np.empty((len(items), self._runtime.embed_dim), dtype=np.float32)
-        for (index, _), result in zip([*texts, *images], results, strict=True):
-            vectors[index] = result.value
-        return EmbeddingResult(
-            vectors=vectors,
-            text_tokens=sum(tokenized.token_counts) if tokenized else 0,
-            token_counts=tokenized.token_counts if tokenized else [],
-            image_count=len(images),
-            timings=_timings(max(prepared, default=started) - started, results),
-        )
-
-    async def embed_each(self, items: Sequence[InputItem], *, account: str) -> ItemResults:
-        """Embed every item under ONE admission, as embed() does, but let a bad input fail only its own item.
-
-        Admission is all or nothing: a full queue (or a stopping one) refuses the whole request (503) before
-        anything is fetched, decoded or embedded. After that, an input error of one image (undecodable, too
-        large, refused aspect ratio, fetch failed: any 4xx) becomes that item's result; anything else (a
-        queue error, a 5xx, a cancellation) fails the whole request and cancels the rest of its work.
-        """
-        texts = [(i, item) for i, item in enumerate(items) if isinstance(item, TextItem)]
-        images = [(i, item) for i, item in enumerate(items) if isinstance(item, ImageItem)]
-        inline_bytes = sum(_inline_size(im.source) for _, im in images if not is_remote_source(im.source))
-        with (
-            self._queues.texts.reserve(len(texts), tenant=account) as text_slots,
-            self._queues.images.reserve(len(images), inline_bytes, tenant=account) as image_slots,
-        ):
-            started = time.perf_counter()
-            prepared: list[float] = []
-            decode_pool = self._decode_pool.for_tenant(account)
-            text_job = (
-                asyncio.ensure_future(
-                    self._encode_texts([t.text for _, t in texts], text_slots, decode_pool, prepared)
-                )
-                if texts
-                else None
-            )
-            image_jobs = [
-                asyncio.ensure_future(
-                    _input_error_apart(self._encode_image(item, image_slots, account, decode_pool, prepared))
-                )
-                for _, item in images
-            ]
-            # A bad image is its own result; a service error (or a failed tokenization) cancels the rest.
-            jobs: list[asyncio.Future[Any]] = [*image_jobs, *([text_job] if text_job is not None else [])]
-            await _gather_or_cancel(jobs)
-            image_results = [job.result() for job in image_jobs]
-            tokenized, text_results = text_job.result() if text_job is not None else (None, [])
-        by_index = dict(zip([i for i, _ in [*texts, *images]], [*text_results, *image_results], strict=True))
-        embedded = [r for r in by_index.values() if not isinstance(r, ClipserveError)]
-        return ItemResults(
-            outcomes=[
-                r if isinstance(r := by_index[i], ClipserveError) else r.value for i in range(len(items))
-            ],
-            text_tokens=sum(tokenized.token_counts) if tokenized else 0,
+        indices = [i for i, _ in [*texts, *images]]
+        results = dict(zip(indices, [*text_results, *image_results], strict=True))
+        embedded = [r for r in results.values() if not isinstance(r, ClipserveError)]
+        return _Encoded(
+            results=results,
+            tokenized=tokenized,
             image_count=sum(not isinstance(r, ClipserveError) for r in image_results),
             timings=_timings(max(prepared, default=started) - started, embedded),
         )
