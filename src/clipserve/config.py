@@ -246,6 +246,21 @@ class Settings(BaseSettings):
         le=1_000_000,
         description="Images per minute per key unless the key sets its own (0: none).",
     )
+    rate_limited_answer_delay_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="A key already known to be over its request rate gets its 429 after this many seconds (a "
+        "tarpit: a flood on a few connections slows to their pace, at the cost of a sleeping coroutine; "
+        "clients wait for Retry-After anyway). 0: at once.",
+    )
+    max_delayed_rate_limited_answers: int = Field(
+        default=256,
+        ge=0,
+        le=100_000,
+        description="Refusals delayed at once; beyond, 429s are answered at once (each still costs no database "
+        "work).",
+    )
     signup_enabled: bool = Field(
         default=False, description="Open sign-up: POST /v1/signup hands out a key with the free credit."
     )

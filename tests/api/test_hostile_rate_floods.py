@@ -18,7 +18,7 @@ async def test_a_key_over_its_request_rate_is_refused_without_touching_the_ledge
     tiny_runtime: Any, tmp_path: Path
 ) -> None:
     key = create_key(tmp_path, credit="1", requests_per_minute=2)
-    async with running_app(tiny_runtime, tmp_path) as (client, app):
+    async with running_app(tiny_runtime, tmp_path, rate_limited_answer_delay_s=0) as (client, app):
         ledger = app.state.context.ledger
         calls = {"admit": 0, "admit_free": 0}
         for name in calls:
@@ -84,3 +84,20 @@ async def test_a_refused_keys_next_bodies_are_not_even_read(tiny_runtime: Any, t
     assert refused.status_code == 429
     assert refused.json()["error"]["code"] == "rate_limit_exceeded"
     assert len(read) <= 1  # refused from memory before its body was read
+
+
+async def test_known_refusals_are_answered_after_the_tarpit_delay_up_to_a_bound() -> None:
+    import asyncio
+
+    refused = RefusedKeys(delay_s=0.2, max_delayed=1)
+    refused.remember(7, RateLimitExceededError("slow down", limit_name="requests", retry_after_s=30))
+    finished: list[str] = []
+
+    async def ask(name: str) -> None:
+        with pytest.raises(RateLimitExceededError):
+            await refused.refuse(7)
+        finished.append(name)
+
+    await asyncio.gather(ask("delayed"), ask("beyond the bound"))
+    assert finished == ["beyond the bound", "delayed"]  # the second one was not held: the bound was taken
+    await refused.refuse(8)  # a key not refused passes at once

@@ -132,7 +132,12 @@ async def _open_accounts(context: AppContext) -> AsyncIterator[None]:
         PriceTable(
             settings.price_per_1k_images, settings.price_per_1m_tokens, settings.charge_cached_prompts
         ),
-        RateLimitDefaults(settings.rate_limit_requests_per_minute, settings.rate_limit_images_per_minute),
+        RateLimitDefaults(
+            settings.rate_limit_requests_per_minute,
+            settings.rate_limit_images_per_minute,
+            settings.rate_limited_answer_delay_s,
+            settings.max_delayed_rate_limited_answers,
+        ),
         pool,
     )
     required = await context.authenticator.auth_required()

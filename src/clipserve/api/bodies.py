@@ -54,7 +54,9 @@ class JsonBody(Generic[Model]):
     async def __call__(self, request: Request, caller: Annotated[Caller, Depends(get_caller)]) -> Model:
         context = get_context(request)
         if context.meter is not None:
-            context.meter.refuse_if_limited(caller)  # a key refused for its rate: 429 before the body is read
+            await context.meter.refuse_if_limited(
+                caller
+            )  # a key refused for its rate: 429 before the body is read
         return await read_model(request, self.model, context.settings.max_request_bytes)
 
 

@@ -24,6 +24,8 @@ _UNLIMITED = LimitCheck(limit=None, allowed=True, remaining=0, reset_s=0.0, retr
 class RateLimitDefaults:
     requests_per_minute: int | None
     images_per_minute: int | None
+    refusal_delay_s: float = 0.0  # a key known to be over its rate gets its 429 after this (a tarpit)
+    max_delayed_refusals: int = 0
 
 
 @dataclass
@@ -96,7 +98,7 @@ class Meter:
         self.prices = prices
         self.limits = limits
         self._executor = executor
-        self._refused = RefusedKeys()
+        self._refused = RefusedKeys(limits.refusal_delay_s, limits.max_delayed_refusals)
 
     async def admit(
         self,
@@ -122,7 +124,7 @@ class Meter:
             idempotency_key=idempotency_key,
             fingerprint=fingerprint,
         )
-        self._refused.check(key.id)
+        await self._refused.refuse(key.id)
         try:
             admitted = await self.run_to_completion(lambda: self.ledger.admit(admission))
         except RateLimitExceededError as exc:
@@ -135,11 +137,11 @@ class Meter:
             raise
         return MeteredRequest(self, caller, charge_id, request_id, endpoint, idempotency_key, admitted)
 
-    def refuse_if_limited(self, caller: Caller) -> None:
-        """Raise the 429 of a key that is over its request rate (known from an earlier refusal), at no cost:
-        routes call it before reading a body, so a refused key's flood is not even read."""
+    async def refuse_if_limited(self, caller: Caller) -> None:
+        """Raise the 429 of a key that is over its request rate (known from an earlier refusal), at no cost
+        but the tarpit's wait: routes call it before reading a body, so a refused key's flood is not read."""
         if caller.key is not None:
-            self._refused.check(caller.key.id)
+            await self._refused.refuse(caller.key.id)
 
     async def admit_free(self, caller: Caller) -> dict[str, str]:
         """Count a request that costs nothing against the key's request rate (raises if over it); returns the
@@ -149,7 +151,7 @@ class Meter:
         limit = effective_limit(key.requests_per_minute, self.limits.requests_per_minute)
         if limit is None:
             return {}
-        self._refused.check(key.id)
+        await self._refused.refuse(key.id)
         try:
             requests = await self.run(lambda: self.ledger.admit_free(key.account_id, key.id, limit))
         except RateLimitExceededError as exc:

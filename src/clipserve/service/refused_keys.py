@@ -4,6 +4,7 @@ slow every other account's admissions, which share the database)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from clipserve.errors import RateLimitExceededError
@@ -14,8 +15,31 @@ MAX_REMEMBERED_KEYS = 100_000
 
 
 class RefusedKeys:
-    def __init__(self) -> None:
+    """Remembered refusals, answered after `delay_s` (at most `max_delayed` at once; the rest at once).
+
+    The delay is a tarpit: a client that floods a fixed number of connections with requests it knows will be
+    refused gets its answers at the pace of the delay, not of the server's CPU, and waiting costs the server a
+    sleeping coroutine, not work. A well-behaved client waits for Retry-After (at least a second) anyway.
+    """
+
+    def __init__(self, delay_s: float = 0.0, max_delayed: int = 0) -> None:
         self._until: dict[int, tuple[float, RateLimitExceededError]] = {}
+        self._delay_s = delay_s
+        self._max_delayed = max_delayed
+        self._delayed = 0
+
+    async def refuse(self, key_id: int) -> None:
+        """Raise the key's remembered 429, after the tarpit delay, if it is still refused."""
+        try:
+            self.check(key_id)
+        except RateLimitExceededError:
+            if self._delay_s > 0 and self._delayed < self._max_delayed:
+                self._delayed += 1
+                try:
+                    await asyncio.sleep(self._delay_s)
+                finally:
+                    self._delayed -= 1
+            raise
 
     def check(self, key_id: int) -> None:
         """Raise the key's remembered 429 (with the time left as Retry-After) if it is still refused."""
