@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from hypothesis import HealthCheck, reject, settings
 from starlette.testclient import TestClient
@@ -116,6 +116,7 @@ class HostileServer:
     decoy_key_id: int | None
     errors: _ErrorLog
     requests_sent: int = 0
+    own_key_ids: frozenset[int] = frozenset()
     seen: dict[str, int] = field(default_factory=dict)
 
     def auth_headers(self, path: str) -> dict[str, str]:
@@ -149,11 +150,24 @@ class HostileServer:
         self.requests_sent += 1
         self.errors.mark()
         url = path + (f"?{query}" if query else "")
+        if method == "DELETE" and self._revokes_own_key(path):
+            # An admin may revoke any key, these included; a drawn id such as " 1" would end the suite's own
+            # session for every later example (seen in a deep run). Revoking is exercised on the decoy.
+            reject()
         if len(url) > MAX_SENDABLE_URL:
             # No HTTP client builds it (httpx refuses at 65,536) and front ends answer 414 long before: not a
             # request anyone can send, so Hypothesis is told to draw another.
             reject()
         return self.client.request(method, url, content=content, headers=sent)
+
+    def _revokes_own_key(self, path: str) -> bool:
+        prefix = "/v1/admin/keys/"
+        if not path.startswith(prefix):
+            return False
+        try:
+            return int(unquote(path.removeprefix(prefix))) in self.own_key_ids
+        except ValueError:
+            return False
 
     def send_json(self, method: str, path: str, body: Any, **kwargs: Any) -> Response:
         return self.send(method, path, content=None if body is None else dumps(body), **kwargs)
@@ -539,12 +553,15 @@ def hostile_server(runtime: ClipRuntime, data_dir: Path, mode: Mode) -> Iterator
     """The real app with every route, keys required (`auth`: a user key, an admin key) or not (`local`)."""
     user_key = admin_key = None
     user_account = decoy_key = None
+    own_key_ids: frozenset[int] = frozenset()
     if mode == "auth":
         user_key = create_key(data_dir, "fuzz user", credit=BIG_CREDIT)
         admin_key = create_key(data_dir, "fuzz admin", credit=BIG_CREDIT, is_admin=True)
         decoy = create_key(data_dir, "decoy", credit="0")
-        user_account, _ = _account_of(data_dir, user_key)
+        user_account, user_key_id = _account_of(data_dir, user_key)
+        _, admin_key_id = _account_of(data_dir, admin_key)
         _, decoy_key = _account_of(data_dir, decoy)
+        own_key_ids = frozenset({user_key_id, admin_key_id})
     app = create_app(
         make_settings(
             data_dir,
@@ -567,7 +584,7 @@ def hostile_server(runtime: ClipRuntime, data_dir: Path, mode: Mode) -> Iterator
                     break
                 time.sleep(0.01)
             server = HostileServer(
-                client, mode, data_dir, user_key, admin_key, user_account, decoy_key, errors
+                client, mode, data_dir, user_key, admin_key, user_account, decoy_key, errors, 0, own_key_ids
             )
             server.restore()
             yield server
