@@ -36,7 +36,7 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-from common import cpu_description
+from common import cpu_description, wait_until_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "tests" / "fixtures" / "clipserve-tiny.json"
@@ -303,18 +303,12 @@ def start_server(data_dir: Path, tiny: bool) -> tuple[subprocess.Popen[bytes], s
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit((data_dir / "server.log").read_text())
-        try:
-            if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                return process, base
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise SystemExit("server not ready in 180 s")
+    try:
+        wait_until_ready(base, process)
+    except SystemExit:
+        print((data_dir / "server.log").read_text(), file=sys.stderr)
+        raise
+    return process, base
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import platform
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import open_clip
 import skimage
 import torch
@@ -56,3 +58,19 @@ def cpu_description() -> str:
     )
     features = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags]
     return f"{model or platform.machine()} ({', '.join(features) or 'no AVX2'})"
+
+
+def wait_until_ready(base: str, process: subprocess.Popen[bytes], timeout_s: float = 180) -> None:
+    """Poll a started server's /ready until 200; SystemExit if it exits or is not ready in time."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the server exited ({process.returncode}) before it was ready")
+        try:
+            if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise SystemExit(f"the server was not ready in {timeout_s:.0f} s")

@@ -34,7 +34,7 @@ from PIL import Image, ImageOps
 
 from clipserve.runtime.images import decode_image
 from clipserve.runtime.model import ClipRuntime, RuntimeSpec
-from common import cpu_description, timed, write_random_vit_b32
+from common import cpu_description, timed, wait_until_ready, write_random_vit_b32
 from common import photo_paths as photos
 
 CLASSES = ["cat", "dog", "rocket", "coffee cup", "astronaut", "horse", "camera", "tree"]
@@ -69,13 +69,7 @@ def http_run(
         server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         base = f"http://127.0.0.1:{port}"
         try:
-            for _ in range(600):
-                try:
-                    if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.1)
+            wait_until_ready(base, server)
             bodies = [
                 {"input": [{"image": base64.b64encode(j).decode()}], "encoding_format": "base64"}
                 for j in jpegs

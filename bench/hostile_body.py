@@ -23,6 +23,8 @@ from pathlib import Path
 
 import httpx
 
+from common import wait_until_ready
+
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "tests" / "fixtures" / "clipserve-tiny.json"
 
@@ -62,13 +64,7 @@ def main() -> None:
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
+        wait_until_ready(base, server)
         baseline = peak_rss_mb(server.pid)
         body = ("{" + ",".join(f'"k{i}":0' for i in range(args.keys)) + "}").encode()
         latencies: list[float] = []
