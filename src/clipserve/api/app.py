@@ -35,6 +35,7 @@ from clipserve.metrics import ServiceMetrics
 from clipserve.model_card import HUB_ID
 from clipserve.runtime.fair_queue import FairExecutor
 from clipserve.runtime.fetch import AddressPolicy, FetchLimits, ImageFetcher
+from clipserve.runtime.heap import freeze_long_lived, unfreeze
 from clipserve.runtime.model import ClipRuntime
 from clipserve.service.auth import Authenticator
 from clipserve.service.classify import ClassificationService, ClassifyLimits
@@ -137,6 +138,8 @@ async def _open_accounts(context: AppContext) -> AsyncIterator[None]:
             settings.rate_limit_images_per_minute,
             settings.rate_limited_answer_delay_s,
             settings.max_delayed_rate_limited_answers,
+            settings.rate_limit_burst_requests,
+            settings.rate_limit_burst_images,
         ),
         pool,
     )
@@ -278,12 +281,18 @@ async def _running_services(context: AppContext) -> AsyncIterator[None]:
         await fetcher.close()
         compute.shutdown(wait=True)
         decode.shutdown(wait=True)
+        if settings.freeze_startup_heap:
+            unfreeze()
         logger.info("stopped")
 
 
 async def _warm_up(context: AppContext, compute: ThreadPoolExecutor) -> None:
     started = time.perf_counter()
-    await asyncio.get_running_loop().run_in_executor(compute, context.runtime.warmup)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(compute, context.runtime.warmup)
+    if context.settings.freeze_startup_heap:
+        frozen = await loop.run_in_executor(compute, freeze_long_lived)
+        logger.info("%d long-lived objects exempted from garbage collection", frozen)
     context.ready = True
     context.metrics.ready.set(1)
     logger.info("ready (warm-up took %.2fs)", time.perf_counter() - started)

@@ -11,6 +11,7 @@ from typing import TypeVar
 
 from clipserve.errors import RateLimitExceededError
 from clipserve.service.auth import Caller
+from clipserve.service.burst_limits import BurstLimiter
 from clipserve.service.pricing import PriceTable, Usage
 from clipserve.service.rate_limits import LimitCheck, rate_limit_headers
 from clipserve.service.refused_keys import RefusedKeys
@@ -26,6 +27,8 @@ class RateLimitDefaults:
     images_per_minute: int | None
     refusal_delay_s: float = 0.0  # a key known to be over its rate gets its 429 after this (a tarpit)
     max_delayed_refusals: int = 0
+    burst_requests: int = 0  # requests a key may send at once before its per-minute rate paces it (0: any)
+    burst_images: int = 0  # the same for images
 
 
 @dataclass
@@ -99,6 +102,7 @@ class Meter:
         self.limits = limits
         self._executor = executor
         self._refused = RefusedKeys(limits.refusal_delay_s, limits.max_delayed_refusals)
+        self._bursts = BurstLimiter()
 
     async def admit(
         self,
@@ -125,6 +129,7 @@ class Meter:
             fingerprint=fingerprint,
         )
         await self._refused.refuse(key.id)
+        self._pace(key.id, admission.requests_per_minute, admission.images_per_minute, bound.images)
         try:
             admitted = await self.run_to_completion(lambda: self.ledger.admit(admission))
         except RateLimitExceededError as exc:
@@ -152,12 +157,44 @@ class Meter:
         if limit is None:
             return {}
         await self._refused.refuse(key.id)
+        self._pace(key.id, limit, None, 0)
         try:
             requests = await self.run(lambda: self.ledger.admit_free(key.account_id, key.id, limit))
         except RateLimitExceededError as exc:
             self._refused.remember(key.id, exc)
             raise
         return rate_limit_headers(requests, _UNLIMITED)
+
+    def _pace(
+        self, key_id: int, requests_per_minute: int | None, images_per_minute: int | None, images: int
+    ) -> None:
+        """Refuse (429, remembered like any request-rate refusal) a key spending its per-minute allowance faster
+        than its burst allows: checked in memory before the database is asked."""
+        refusal = self._bursts.take(key_id, "requests", requests_per_minute, self.limits.burst_requests, 1)
+        name = "requests"
+        if refusal is None:
+            refusal = self._bursts.take(key_id, "images", images_per_minute, self.limits.burst_images, images)
+            name = "images"
+        if refusal is None:
+            return
+        left = LimitCheck(
+            limit=refusal.limit,
+            allowed=False,
+            remaining=int(refusal.tokens),
+            reset_s=(refusal.capacity - refusal.tokens) * 60.0 / refusal.limit,
+            retry_after_s=refusal.retry_after_s,
+        )
+        error = RateLimitExceededError(
+            f"Rate limit reached for {name}: this key may send {refusal.capacity:.0f} {name} at once and then "
+            f"{refusal.limit} per minute. Retry in {refusal.retry_after_s:.1f}s.",
+            limit_name=name,
+            retry_after_s=refusal.retry_after_s,
+            limit_headers=rate_limit_headers(left, _UNLIMITED)
+            if name == "requests"
+            else rate_limit_headers(_UNLIMITED, left),
+        )
+        self._refused.remember(key_id, error)
+        raise error
 
     async def run(self, call: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
