@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 import pytest
 
 from clipserve.runtime.batcher import BatcherStoppedError, DynamicBatcher, QueueFullError
+from clipserve.runtime.tenant_activity import TenantActivity
 
 pytestmark = pytest.mark.anyio
 
@@ -247,3 +248,37 @@ async def test_with_a_latency_target_batches_shrink_to_what_the_model_runs_in_th
     assert sizes[0] == 16
     assert max(sizes[1:]) <= 4  # 35 ms at ~10 ms an item
     assert 1 <= batcher.batch_limit <= 3
+
+
+async def test_while_another_tenant_is_active_batches_shrink_to_the_contended_target() -> None:
+    sizes: list[int] = []
+
+    def slow(payloads: list[int]) -> list[int]:
+        sizes.append(len(payloads))
+        time.sleep(0.01 * len(payloads))  # 10 ms per item
+        return payloads
+
+    now = [0.0]
+    activity = TenantActivity(2.0, clock=lambda: now[0])
+    with ThreadPoolExecutor(1) as pool:
+        batcher: DynamicBatcher[int, int] = DynamicBatcher(
+            "test", slow, pool, max_batch_size=16, max_wait_s=0.001, max_queue_size=128, max_batch_s=0.08,
+            contended_batch_s=0.02, activity=activity,
+        )  # fmt: skip
+        batcher.start()
+        try:
+            with batcher.reserve(40, tenant="busy") as slots:
+                futures = batcher.submit(slots, list(range(40)))
+            await asyncio.gather(*futures)
+            assert max(sizes[1:]) >= 4  # alone: ~8 items (80 ms at ~10 ms an item)
+            sizes.clear()
+            batcher.reserve(1, tenant="light").release()  # another account shows up
+            assert batcher.batch_limit == 1  # 20 ms holds one 10 ms item (plus overhead)
+            with batcher.reserve(20, tenant="busy") as slots:
+                futures = batcher.submit(slots, list(range(20)))
+            await asyncio.gather(*futures)
+            assert sizes == [1] * 20
+            now[0] += 2.5  # the other account has been quiet for longer than the window
+            assert batcher.batch_limit >= 4
+        finally:
+            await batcher.stop()

@@ -28,10 +28,27 @@ def test_a_tenant_arriving_behind_a_backlog_is_served_next() -> None:
         queue.push("attacker", i)
     assert queue.pop() == 0
     queue.push("victim", -1)
-    # a newly active tenant joins the round behind the tenants already in it: one attacker item, then it
-    assert [queue.pop(), queue.pop()] == [1, -1]
+    # a newly active tenant goes before the tenants already taking turns (FQ-CoDel's new flows): not one more
+    # attacker item first
+    assert [queue.pop(), queue.pop()] == [-1, 1]
     assert queue.tenant_size("attacker") == 998
     assert queue.tenant_size("victim") == 0
+
+
+def test_a_new_tenant_is_first_once_then_takes_its_turn_and_must_drain_to_be_new_again() -> None:
+    queue: FairQueue[str] = FairQueue()
+    for i in range(6):
+        queue.push("a", f"a{i}")
+    assert queue.pop() == "a0"
+    queue.push("b", "b0")
+    queue.push("b", "b1")
+    queue.push("c", "c0")
+    # newcomers first, in arrival order, one item each; then the rotation, b behind a
+    assert [queue.pop() for _ in range(5)] == ["b0", "c0", "a1", "b1", "a2"]
+    queue.push("c", "c1")  # c had drained: new again
+    queue.push("a", "a6")  # a still queued: keeps its turn
+    assert [queue.pop() for _ in range(len(queue))] == ["c1", "a3", "a4", "a5", "a6"]
+    assert queue.tenants == 0
 
 
 def test_heads_are_each_tenants_oldest_item() -> None:
@@ -57,7 +74,7 @@ def test_executor_runs_a_late_tenant_before_an_earlier_backlog() -> None:
     gate.set()
     for future in [first, *backlog, victim]:
         future.result(timeout=10)
-    assert order.index("victim") <= 1  # after at most one attacker item, not after 50
+    assert order.index("victim") == 0  # a newcomer goes first: not after one attacker item, let alone 50
     pool.shutdown()
 
 

@@ -19,10 +19,18 @@ R = TypeVar("R")
 
 
 class FairQueue(Generic[T]):
-    """FIFO per tenant; `pop` serves tenants in turn (round-robin), each from the front of its own queue."""
+    """FIFO per tenant; `pop` serves tenants in turn (round-robin), each from the front of its own queue.
+
+    A tenant that arrives with nothing queued is served before the tenants already taking turns (the "new flows
+    first" rule of FQ-CoDel, RFC 8290): its first item waits for no one's backlog, only for the other newcomers
+    ahead of it, and after that item it takes its turn at the end of the rotation like everyone else. A tenant
+    gains nothing by it that it would not get from its turn: it must drain to zero to be new again.
+    """
 
     def __init__(self) -> None:
-        self._queues: OrderedDict[Hashable, deque[T]] = OrderedDict()
+        self._queues: dict[Hashable, deque[T]] = {}
+        self._new: OrderedDict[Hashable, None] = OrderedDict()  # arrived with nothing queued, not yet served
+        self._rotation: OrderedDict[Hashable, None] = OrderedDict()  # served at least once, still queued
         self._size = 0
 
     def __len__(self) -> int:
@@ -31,22 +39,30 @@ class FairQueue(Generic[T]):
     def __bool__(self) -> bool:
         return self._size > 0
 
+    @property
+    def tenants(self) -> int:
+        """Tenants with items queued."""
+        return len(self._queues)
+
     def push(self, tenant: Hashable, item: T) -> None:
         queue = self._queues.get(tenant)
         if queue is None:
             queue = self._queues[tenant] = deque()
+            self._new[tenant] = None
         queue.append(item)
         self._size += 1
 
     def pop(self) -> T:
         """The next item in round-robin order; IndexError when empty."""
-        if not self._queues:
+        if not self._size:
             raise IndexError("pop from an empty FairQueue")
-        tenant, queue = next(iter(self._queues.items()))
+        turns = self._new if self._new else self._rotation
+        tenant, _ = turns.popitem(last=False)
+        queue = self._queues[tenant]
         item = queue.popleft()
         self._size -= 1
         if queue:
-            self._queues.move_to_end(tenant)  # its next item waits for every other tenant's
+            self._rotation[tenant] = None  # its next item waits for every other tenant's
         else:
             del self._queues[tenant]
         return item

@@ -13,6 +13,7 @@ from clipserve.config import Settings
 from clipserve.runtime.batcher import BatchObserver, DynamicBatcher
 from clipserve.runtime.fair_slots import FairSlots
 from clipserve.runtime.model import ClipRuntime
+from clipserve.runtime.tenant_activity import TenantActivity
 
 ImageQueue = DynamicBatcher[torch.Tensor, np.ndarray]
 TextQueue = DynamicBatcher[torch.Tensor, np.ndarray]
@@ -38,6 +39,8 @@ class EncoderQueues:
 
         wait_s = settings.batch_wait_ms / 1000.0
         target_s = settings.batch_latency_target_ms / 1000.0 or None
+        contended_s = settings.contended_batch_latency_target_ms / 1000.0 or None
+        activity = TenantActivity(settings.contention_window_s)
         queue_size = settings.max_queue_items
         images: ImageQueue = DynamicBatcher(
             "images",
@@ -46,6 +49,8 @@ class EncoderQueues:
             max_batch_size=settings.image_batch_size,
             max_wait_s=wait_s,
             max_batch_s=target_s,
+            contended_batch_s=contended_s,
+            activity=activity,
             max_queue_size=queue_size,
             max_tenant_items=settings.queue_items_per_account,
             max_queue_bytes=settings.max_queue_bytes,
@@ -60,6 +65,8 @@ class EncoderQueues:
             max_batch_size=settings.text_batch_size,
             max_wait_s=wait_s,
             max_batch_s=target_s,
+            contended_batch_s=contended_s,
+            activity=activity,
             max_queue_size=queue_size,
             max_tenant_items=settings.queue_items_per_account,
             observer=observer,
