@@ -1,6 +1,6 @@
 """Another account's latency while one account attacks the server, per attack class, against a quiet server.
 
-    python bench/abuse.py [--tiny] [--seconds 15] [--classes aspect,json-body,...] [--json out.json]
+    python bench/abuse.py [--tiny] [--seconds 30] [--classes aspect,json-body,...] [--json out.json]
 
 A real server process (auth on, default limits, seeded random ViT-B-32 unless --tiny) serves two accounts. The
 victim sends small requests one at a time (a short text, a small image inline, a small image by URL) and
@@ -321,7 +321,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--tiny", action="store_true", help="the tiny test model instead of ViT-B-32")
-    parser.add_argument("--seconds", type=float, default=15.0, help="length of each phase")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=30.0,
+        help="length of each phase (30 s: ~120 victim requests, so the p99 is not just the maximum)",
+    )
     parser.add_argument("--classes", default=",".join(PHASES[1:]), help="attack classes to run")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
@@ -382,13 +387,13 @@ def main() -> None:
     quiet = results["quiet"]
     print(f"\nserver RSS at the start: {baseline_rss / 2**20:.0f} MB; each phase {args.seconds:.0f} s\n")
     print(
-        f"{'phase':<14} {'p50 ms':>8} {'p99 ms':>8} {'p99/quiet':>9} {'RSS +MB':>8} {'peak MB':>8}  "
+        f"{'phase':<14} {'n':>4} {'p50 ms':>8} {'p99 ms':>8} {'p99/quiet':>9} {'RSS +MB':>8} {'peak MB':>8}  "
         "attacker's answers"
     )
     for phase, row in results.items():
         ratio = float(row["p99_ms"]) / float(quiet["p99_ms"])  # type: ignore[arg-type]
         print(
-            f"{phase:<14} {row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} {ratio:>8.2f}x "
+            f"{phase:<14} {row['requests']:>4} {row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} {ratio:>8.2f}x "
             f"{row['peak_rss_over_phase_start_mb']:>8.0f} {row['peak_rss_mb']:>8.0f}  {row['attacker']}"
         )
     if args.json:

@@ -66,7 +66,11 @@ def gradient_image(width: int = 320, height: int = 240, seed: int = 0) -> Image.
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"data_dir": tmp_path, "weights": "random", "batch_wait_ms": 2.0}
+    # The heap freeze's full collection costs ~0.3 s per app start in a test process (hundreds of apps, one big
+    # heap); tests/api/test_heap_freeze.py tests it, and every server process the system tests start uses it.
+    values: dict[str, Any] = {
+        "data_dir": tmp_path, "weights": "random", "batch_wait_ms": 2.0, "freeze_startup_heap": False,
+    }  # fmt: skip
     values.update(overrides)
     return Settings(**values)
 

@@ -98,6 +98,28 @@ class Settings(BaseSettings):
         "2-core CPU, ViT-B-32 runs ~4 images in 250 ms at the same cost per image as 32; on a GPU batches stay "
         "full.",
     )
+    freeze_startup_heap: bool = Field(
+        default=True,
+        description="Once warm, exempt the objects loaded at startup (model, vocabulary, libraries) from the "
+        "garbage collector's full scans, which otherwise stall every request ~240 ms whenever traffic has "
+        "allocated enough (--no-freeze-startup-heap: leave the collector as Python sets it).",
+    )
+    contended_batch_latency_target_ms: float = Field(
+        default=100.0,
+        ge=0,
+        le=60_000,
+        description="While more than one account has sent work within contention_window_s, a batch takes only "
+        "what the model runs in about this time (at least one item), so a request arriving while another "
+        "account's batch runs waits for one short batch. On a 2-core CPU that is one ViT-B-32 image (the "
+        "busy account then runs at ~0.6x its solo throughput); on a GPU batches stay full. 0: no tighter target.",
+    )
+    contention_window_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=3600,
+        description="How recently a second account must have sent work for batches to use "
+        "contended_batch_latency_target_ms.",
+    )
     max_queue_items: int = Field(
         default=4096,
         ge=1,
@@ -245,6 +267,21 @@ class Settings(BaseSettings):
         ge=0,
         le=1_000_000,
         description="Images per minute per key unless the key sets its own (0: none).",
+    )
+    rate_limit_burst_requests: int = Field(
+        default=60,
+        ge=0,
+        le=1_000_000,
+        description="Requests a key may send at once; beyond, its per-minute rate paces it (a token bucket per "
+        "key and process, refilled at the per-minute rate), so a minute's allowance cannot all arrive in a few "
+        "seconds and take the CPU from other accounts. 0: no pacing (only the minute window).",
+    )
+    rate_limit_burst_images: int = Field(
+        default=2048,
+        ge=0,
+        le=1_000_000,
+        description="Images a key may send at once before its per-minute image rate paces it (a larger "
+        "request waits for a full bucket). 0: no pacing.",
     )
     rate_limited_answer_delay_s: float = Field(
         default=1.0,
