@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -86,11 +87,26 @@ async def running_app(
         async with httpx.AsyncClient(
             transport=transport, base_url="http://clipserve.test", timeout=60
         ) as client:
-            for _ in range(600):
-                if (await client.get("/ready")).status_code == 200:
-                    break
-                await asyncio.sleep(0.01)
+            await wait_until_ready(client, READY_TIMEOUT_S)
             yield client, app
+
+
+READY_TIMEOUT_S = 60.0  # the tiny model warms up in well under a second; a full ViT-B-32 in a few
+
+
+async def wait_until_ready(client: httpx.AsyncClient, timeout_s: float) -> None:
+    """Poll /ready until it answers 200; fail (AssertionError naming the last answer) after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        answer = await client.get("/ready")
+        if answer.status_code == 200:
+            return
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"the app never became ready: /ready still answered {answer.status_code} {answer.text} "
+                f"after {timeout_s:g} s (did the warm-up hang or fail? see the log above)"
+            )
+        await asyncio.sleep(0.01)
 
 
 def vectors(body: dict[str, Any]) -> np.ndarray:
