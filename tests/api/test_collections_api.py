@@ -1,5 +1,6 @@
 """Collections through the real app: CRUD, per-item errors, upsert, search by text/image/id/vector with
-filters, ownership, metering, restart persistence; on the embedded store and on Milvus Lite."""
+filters (rankings checked against NumPy over the stored vectors), ownership, metering, restart persistence.
+Every test runs once per store: the embedded one (SQLite) and Milvus Lite (the Milvus client code path)."""
 
 from __future__ import annotations
 
@@ -101,11 +102,27 @@ async def test_search_by_text_image_id_and_vector_with_filters(
         assert by_vector["results"][0]["id"] == "v4"
         assert by_vector["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)
 
+        # the expected rankings, from the stored vectors with NumPy (not from the store's search)
+        ids = [f"v{i}" for i in range(20)] + ["photo"]
+        photo = (await client.get("/v1/collections/c/items/photo?include_vector=true")).json()["vector"]
+        stored = np.array([_unit(i) for i in range(20)] + [photo], dtype=np.float64)
+
+        def expected(query: np.ndarray, top_k: int, exclude: str | None = None) -> list[tuple[str, float]]:
+            scores = stored @ query
+            order = [i for i in np.argsort(-scores, kind="stable") if ids[i] != exclude]
+            return [(ids[i], float(scores[i])) for i in order[:top_k]]
+
+        def ranking(body: dict[str, Any]) -> list[tuple[str, float]]:
+            return [(r["id"], r["score"]) for r in body["results"]]
+
+        def assert_ranked(body: dict[str, Any], want: list[tuple[str, float]]) -> None:
+            assert [i for i, _ in ranking(body)] == [i for i, _ in want]
+            assert [s for _, s in ranking(body)] == pytest.approx([s for _, s in want], abs=1e-5)
+
         by_id = (
-            await client.post("/v1/collections/c/search", json={"query": {"id": "v4"}, "top_k": 3})
+            await client.post("/v1/collections/c/search", json={"query": {"id": "v4"}, "top_k": 5})
         ).json()
-        assert "v4" not in [r["id"] for r in by_id["results"]]
-        assert len(by_id["results"]) == 3
+        assert_ranked(by_id, expected(np.array(_unit(4)), 5, exclude="v4"))
 
         by_image = (
             await client.post("/v1/collections/c/search", json={"query": {"image": _image(7)}, "top_k": 1})
@@ -116,6 +133,8 @@ async def test_search_by_text_image_id_and_vector_with_filters(
         by_text = await client.post("/v1/collections/c/search", json={"query": {"text": "a cat"}, "top_k": 5})
         assert by_text.status_code == 200
         assert by_text.json()["usage"]["prompt_tokens"] > 0
+        text_vector = tiny_runtime.encode_texts(tiny_runtime.tokenize(["a cat"]).ids)[0]
+        assert_ranked(by_text.json(), expected(np.asarray(text_vector, dtype=np.float64), 5))
 
         filtered = (
             await client.post(
@@ -135,9 +154,11 @@ async def test_search_by_text_image_id_and_vector_with_filters(
         assert missing.status_code == 404
 
 
-async def test_collections_belong_to_their_account_and_are_metered(tiny_runtime: Any, tmp_path: Path) -> None:
+async def test_collections_belong_to_their_account_and_are_metered(
+    tiny_runtime: Any, tmp_path: Path, backend: dict[str, Any]
+) -> None:
     alice, bob = create_key(tmp_path, "alice"), create_key(tmp_path, "bob")
-    async with running_app(tiny_runtime, tmp_path) as (client, _):
+    async with running_app(tiny_runtime, tmp_path, **backend) as (client, _):
         assert (
             await client.post("/v1/collections", json={"name": "mine"}, headers=bearer(alice))
         ).status_code == 200
@@ -162,19 +183,21 @@ async def test_collections_belong_to_their_account_and_are_metered(tiny_runtime:
         assert (await client.get("/v1/collections/mine", headers=bearer(bob))).status_code == 200
 
 
-async def test_items_survive_a_restart(tiny_runtime: Any, tmp_path: Path) -> None:
-    async with running_app(tiny_runtime, tmp_path) as (client, _):
+async def test_items_survive_a_restart(tiny_runtime: Any, tmp_path: Path, backend: dict[str, Any]) -> None:
+    async with running_app(tiny_runtime, tmp_path, **backend) as (client, _):
         await client.post("/v1/collections", json={"name": "c"})
         await client.post(
             "/v1/collections/c/items", json={"items": [{"id": "a", "vector": _unit(1), "metadata": {"x": 1}}]}
         )
-    async with running_app(tiny_runtime, tmp_path) as (client, _):
+    async with running_app(tiny_runtime, tmp_path, **backend) as (client, _):
         result = (await client.post("/v1/collections/c/search", json={"query": {"vector": _unit(1)}})).json()
         assert result["results"] == [{"id": "a", "score": pytest.approx(1.0, abs=1e-5), "metadata": {"x": 1}}]
 
 
-async def test_awkward_inputs_are_400s_not_500s(tiny_runtime: Any, tmp_path: Path) -> None:
-    async with running_app(tiny_runtime, tmp_path) as (client, _):
+async def test_awkward_inputs_are_400s_not_500s(
+    tiny_runtime: Any, tmp_path: Path, backend: dict[str, Any]
+) -> None:
+    async with running_app(tiny_runtime, tmp_path, **backend) as (client, _):
         await client.post("/v1/collections", json={"name": "c"})
         items = [
             {"id": "huge", "vector": [10**400] + [0.1] * 511},
@@ -202,9 +225,11 @@ async def test_awkward_inputs_are_400s_not_500s(tiny_runtime: Any, tmp_path: Pat
         ).status_code == 400
 
 
-async def test_usage_names_routes_not_collections(tiny_runtime: Any, tmp_path: Path) -> None:
+async def test_usage_names_routes_not_collections(
+    tiny_runtime: Any, tmp_path: Path, backend: dict[str, Any]
+) -> None:
     key = create_key(tmp_path)
-    async with running_app(tiny_runtime, tmp_path) as (client, _):
+    async with running_app(tiny_runtime, tmp_path, **backend) as (client, _):
         name = "x" * 128
         await client.post("/v1/collections", json={"name": name}, headers=bearer(key))
         response = await client.post(
@@ -213,3 +238,40 @@ async def test_usage_names_routes_not_collections(tiny_runtime: Any, tmp_path: P
         assert response.status_code == 200, response.text
         usage = (await client.get("/v1/usage", headers=bearer(key))).json()
         assert [row["endpoint"] for row in usage["data"]] == ["/v1/collections/{name}/search"]
+
+
+async def test_embedded_adds_commit_with_fsync_in_wal_mode(tiny_runtime: Any, tmp_path: Path) -> None:
+    """What docs/collections.md says is configured (a power cut itself is not tested): the transaction of an
+    add commits with PRAGMA synchronous=FULL (SQLite fsyncs the WAL at commit) and journal_mode=WAL, read on
+    the real store's own connection at the moment it commits."""
+    from sqlalchemy import event
+
+    async with running_app(tiny_runtime, tmp_path) as (client, app):
+        engine = app.state.context.database.engine
+        commits: list[tuple[str, int, str]] = []
+
+        def on_statement(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            if statement.lstrip().upper().startswith("INSERT INTO COLLECTION_ITEMS"):
+                conn.info["adds_items"] = True
+
+        def on_commit(conn: Any) -> None:
+            if not conn.info.pop("adds_items", False):
+                return
+            cursor = conn.connection.dbapi_connection.cursor()
+            synchronous = cursor.execute("PRAGMA synchronous").fetchone()[0]
+            journal_mode = cursor.execute("PRAGMA journal_mode").fetchone()[0]
+            cursor.close()
+            commits.append(("add", synchronous, journal_mode))
+
+        event.listen(engine, "before_cursor_execute", on_statement)
+        event.listen(engine, "commit", on_commit)
+        try:
+            await client.post("/v1/collections", json={"name": "c"})
+            for batch in range(2):
+                items = [{"id": f"{batch}-{i}", "vector": _unit(i)} for i in range(3)]
+                response = await client.post("/v1/collections/c/items", json={"items": items})
+                assert response.json()["errors"] is False, response.text
+        finally:
+            event.remove(engine, "before_cursor_execute", on_statement)
+            event.remove(engine, "commit", on_commit)
+    assert commits == [("add", 2, "wal")] * 2  # 2 = FULL

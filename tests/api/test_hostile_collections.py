@@ -1,6 +1,6 @@
-"""Adversarial collection inputs through the real app, on the embedded store and on Milvus Lite (issue 10:
-items 5, 7, 11, the collection quotas of 15, and the interrupted delete of 18). Never a 500; what one store
-accepts the other accepts too."""
+"""Adversarial collection inputs through the real app, every test on the embedded store and on Milvus Lite
+(issue 10: items 5, 7, 11, the collection quotas of 15, and the interrupted delete of 18). Never a 500; what
+one store accepts the other accepts too."""
 
 from __future__ import annotations
 
@@ -286,8 +286,10 @@ async def test_a_delete_interrupted_before_the_store_drop_is_finished_later(
         assert recreated.json()["item_count"] == 0
 
 
-async def test_the_periodic_sweep_finishes_pending_deletes(tiny_runtime: Any, tmp_path: Path) -> None:
-    async with running_app(tiny_runtime, tmp_path) as (client, app):
+async def test_the_periodic_sweep_finishes_pending_deletes(
+    tiny_runtime: Any, tmp_path: Path, backend: dict[str, Any]
+) -> None:
+    async with running_app(tiny_runtime, tmp_path, **backend) as (client, app):
         service = app.state.context.collections
         await client.post("/v1/collections", json={"name": "c"})
         [record] = service._catalogue.list_for("local")
@@ -309,13 +311,15 @@ async def _until(condition: Any, timeout_s: float = 10.0) -> None:
     raise AssertionError("condition not reached")
 
 
-async def test_an_add_is_admitted_whole_or_refused_whole(tiny_runtime: Any, tmp_path: Path) -> None:
+async def test_an_add_is_admitted_whole_or_refused_whole(
+    tiny_runtime: Any, tmp_path: Path, backend: dict[str, Any]
+) -> None:
     """A full image queue refuses the whole add (503 + Retry-After) before anything is embedded, stored or
     charged; once each item took its own queue slot, and the items that found one were stored and charged."""
     key = create_key(tmp_path)
     auth = bearer(key)
     settings = {"max_queue_items": 4, "max_items_per_request": 4, "batch_wait_ms": 0}
-    async with running_app(tiny_runtime, tmp_path, **settings) as (client, app):
+    async with running_app(tiny_runtime, tmp_path, **backend, **settings) as (client, app):
         context = app.state.context
         assert (await client.post("/v1/collections", json={"name": "c"}, headers=auth)).status_code == 200
         gate = threading.Event()
@@ -349,12 +353,14 @@ async def test_an_add_is_admitted_whole_or_refused_whole(tiny_runtime: Any, tmp_
         assert int(again.headers["x-request-cost-micros"]) == 2 * 47
 
 
-async def test_an_add_of_good_and_bad_images_stores_the_good_ones(tiny_runtime: Any, tmp_path: Path) -> None:
+async def test_an_add_of_good_and_bad_images_stores_the_good_ones(
+    tiny_runtime: Any, tmp_path: Path, backend: dict[str, Any]
+) -> None:
     """One admission for the add, and each bad input still fails only its own item (and is free)."""
     key = create_key(tmp_path)
     auth = bearer(key)
     thin = data_uri(encode_image(gradient_image(400, 4, seed=1)))  # aspect ratio 100
-    async with running_app(tiny_runtime, tmp_path) as (client, _):
+    async with running_app(tiny_runtime, tmp_path, **backend) as (client, _):
         await client.post("/v1/collections", json={"name": "c"}, headers=auth)
         items = [
             {"id": "good0", "image": _image(0)},
