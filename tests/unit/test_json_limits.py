@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 
 import pytest
 
-from clipserve.api.json_limits import LONG_STRING, WINDOW, JsonLimits, parse_json
+from clipserve.api.json_limits import LONG_STRING, WINDOW, JsonBodyParser, JsonLimits, parse_json
 from clipserve.errors import InvalidJsonError, JsonTooComplexError
 
 LIMITS = JsonLimits(max_depth=32, max_keys=1000, max_strings=2000, max_values=10_000)
@@ -61,3 +63,27 @@ def test_limits_count_structure_outside_strings_only(raw: bytes, code: str | Non
 def test_broken_strings_are_invalid_json(raw: bytes) -> None:
     with pytest.raises(InvalidJsonError):
         parse_json(raw, LIMITS)
+
+
+@pytest.mark.anyio
+async def test_large_bodies_are_parsed_in_turn_across_callers() -> None:
+    parser = JsonBodyParser(JsonLimits(32, 1000, 1000, 1000), inline_bytes=0, workers=1)
+    gate = threading.Event()
+    order: list[str] = []
+    try:
+        held = asyncio.ensure_future(parser.run(lambda: gate.wait(10), "account:1"))
+        await asyncio.sleep(0)
+        backlog = [
+            asyncio.ensure_future(parser.run(lambda i=i: order.append(f"a{i}"), "account:1"))
+            for i in range(20)
+        ]
+        other = asyncio.ensure_future(parser.run(lambda: order.append("b"), "account:2"))
+        await asyncio.sleep(0)
+        gate.set()
+        await asyncio.gather(held, *backlog, other)
+    finally:
+        parser.close()
+    # not behind the twenty bodies of the account that came first: at most its first (which, queued after the
+    # account's previous body had left the queue, counts as a newcomer too)
+    assert order.index("b") <= 1
+    assert [o for o in order if o != "b"] == [f"a{i}" for i in range(20)]

@@ -57,7 +57,7 @@ class JsonBody(Generic[Model]):
             await context.meter.refuse_if_limited(
                 caller
             )  # a key refused for its rate: 429 before the body is read
-        return await read_model(request, self.model, context.settings.max_request_bytes)
+        return await read_model(request, self.model, context.settings.max_request_bytes, caller.account)
 
 
 class PublicJsonBody(JsonBody[Model]):
@@ -69,11 +69,13 @@ class PublicJsonBody(JsonBody[Model]):
         settings = get_context(request).settings
         required = await authenticator.auth_required()
         limit = settings.max_unauthenticated_body_bytes if required else settings.max_request_bytes
-        return await read_model(request, self.model, limit)
+        client = request.client
+        return await read_model(request, self.model, limit, f"address:{client.host if client else '?'}")
 
 
-async def read_model(request: Request, model: ModelChoice[Model], limit: int) -> Model:
-    """Read the body (at most `limit` bytes), parse it within the JSON limits and validate it as `model`."""
+async def read_model(request: Request, model: ModelChoice[Model], limit: int, tenant: str) -> Model:
+    """Read the body (at most `limit` bytes), parse it within the JSON limits and validate it as `model`; a
+    large body on the JSON threads in `tenant`'s turn (kept for the route's per-item parsing too)."""
     _require_json_content_type(request)
     chunks, size = await _read_chunks(request, limit)
     parser = get_context(request).body_parser
@@ -82,7 +84,8 @@ async def read_model(request: Request, model: ModelChoice[Model], limit: int) ->
     if size <= parser.inline_bytes:
         body, value = _parse_and_validate(chunks, model, parser)
     else:
-        body, value = await parser.run(lambda: _parse_and_validate(chunks, model, parser))
+        body, value = await parser.run(lambda: _parse_and_validate(chunks, model, parser), tenant)
+    request.state.json_tenant = tenant
     # Request.body() (the Idempotency-Key fingerprint) reads this instead of the consumed stream.
     request._body = body
     return value
@@ -94,7 +97,7 @@ async def parse_off_the_loop(request: Request, work: Callable[[], T]) -> T:
     parser = get_context(request).body_parser
     if parser is None or len(getattr(request, "_body", b"")) <= parser.inline_bytes:
         return work()
-    return await parser.run(work)
+    return await parser.run(work, getattr(request.state, "json_tenant", None))
 
 
 def validate_body(model: type[Model], body: dict[str, Any]) -> Model:

@@ -14,13 +14,13 @@ import asyncio
 import json
 import re
 import secrets
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from clipserve.config import Settings
 from clipserve.errors import InvalidJsonError, JsonTooComplexError
+from clipserve.runtime.fair_queue import FairExecutor
 
 T = TypeVar("T")
 # Bytes looked at per step of the scan; the GIL is released between steps.
@@ -239,12 +239,13 @@ def _loads(data: bytes) -> Any:
 
 
 class JsonBodyParser:
-    """Where large bodies are parsed and validated: its own few threads, so a burst of them queues there."""
+    """Where large bodies are parsed and validated: its own few threads, so a burst of them queues there, taken
+    in turn across callers (a FairExecutor), so one account's queue of large bodies does not delay another's."""
 
     def __init__(self, limits: JsonLimits, inline_bytes: int, workers: int) -> None:
         self.limits = limits
         self.inline_bytes = inline_bytes
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="clipserve-json")
+        self._pool = FairExecutor(workers, thread_name_prefix="clipserve-json")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JsonBodyParser:
@@ -256,8 +257,9 @@ class JsonBodyParser:
         )
         return cls(limits, settings.json_inline_parse_bytes, settings.json_parse_workers)
 
-    async def run(self, work: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, work)
+    async def run(self, work: Callable[[], T], tenant: Hashable = None) -> T:
+        """Run `work` on the JSON threads, in `tenant`'s turn (the caller's account, or its address)."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool.for_tenant(tenant), work)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
