@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
+from clipserve.config import Settings
 from clipserve.runtime.images import decode_image
 from clipserve.runtime.model import ClipRuntime, RuntimeSpec
 from common import cpu_description, timed, wait_until_ready, write_random_vit_b32
@@ -181,8 +182,11 @@ def main() -> None:
             print(f"{name:20} {precision:>5} {rate:>9.1f} {rate / ref[name]:>6.2f}x {cos:>8.5f}")
     if args.http_seconds > 0:
         jpegs = [jpeg_640x480(p) for p in photo_paths]
+        defaults = Settings()  # the servers run with every default but --precision
         print(
-            f"\nHTTP end to end: 8 concurrent clients, one 640x480 JPEG per request, {args.http_seconds:g} s"
+            f"\nHTTP end to end: 8 concurrent clients, one 640x480 JPEG per request, {args.http_seconds:g} s;"
+            f" server defaults: {defaults.decode_workers} decode threads,"
+            f" {defaults.torch_threads or torch.get_num_threads()} torch threads"
         )
         print(f"{'mode':>5} {'images/s':>9} {'vs ref e2e':>11} {'p50 ms':>8} {'p95 ms':>8}")
         for precision in precisions:

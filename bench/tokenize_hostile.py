@@ -5,6 +5,9 @@
 Each tokenizer runs in its own process, on `--batches` batches of 100 texts of 20,000 characters of random words
 (new words every batch, as an attacker would send), then on one 20,000-letter word and on classify prompt sets.
 RSS growth is the resident memory the process keeps after the batches (the tokenizer's caches).
+After the table, clipserve-only lines: open_clip's text cleaning (which both tokenizers run first) on a
+20,000-character text as one line and as 6,667 short lines, and one 20,000-letter Cyrillic word (40,000 byte
+symbols; open_clip's own tokenizer would take minutes on it, so it is not run there).
 """
 
 from __future__ import annotations
@@ -59,6 +62,17 @@ def run(which: str, batches: int, long_word_chars: int) -> dict[str, Any]:
     worst = [random_words(rng, 300) + " " + random_words(rng, 300) for _ in range(1000)]  # 1000 labels x 600
     normal = [f"a photo of a {label}." for label in ("cat", "dog", "rocket", "coffee cup", "bird", "car")]
     old_attack = [random_words(rng, 150_000) for _ in range(8)]  # 8 labels of 150 KB (refused now)
+    if which == "clipserve":
+        one_line = random_words(rng, 20_000)
+        short_lines = "ab\n" * 6_667  # 20,001 characters, 6,667 lines: ftfy works line by line
+        for name, text in (("clean_one_line_s", one_line), ("clean_short_lines_s", short_lines)):
+            started = time.perf_counter()
+            tokenizer._clean(text)  # open_clip's clean_fn, as ClipTokenizer calls it
+            out[name] = time.perf_counter() - started
+        cyrillic = "".join(rng.choices("абвгдежзийклмнопрстуфхцчшщъыьэюя", k=long_word_chars))
+        started = time.perf_counter()
+        tokenizer([cyrillic])
+        out["cyrillic_word_s"] = time.perf_counter() - started
     for name, prompts in (
         ("worst_classify_s", worst),
         ("normal_classify_s", normal),
@@ -96,6 +110,11 @@ def main() -> None:
     for name, a, b in rows:
         ratio = f"{a / b:7.1f}" if b > 0 else "      -"
         print(f"{name:46} {a:10.3f} {b:10.3f} {ratio}")
+    print(
+        f"\nclipserve only: cleaning 20,000 chars as one line {ours['clean_one_line_s'] * 1000:.0f} ms, "
+        f"as 6,667 short lines {ours['clean_short_lines_s'] * 1000:.0f} ms; one {args.long_word_chars:,}-letter "
+        f"Cyrillic word {ours['cyrillic_word_s']:.3f} s"
+    )
 
 
 if __name__ == "__main__":
