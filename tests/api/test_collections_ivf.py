@@ -22,7 +22,7 @@ CLUSTERS, MEMBERS, SCATTERED = 10, 10, 1_100  # 1,200 items: past EXACT_MAX, so 
 TOP_K = 10
 
 
-def _normalise(v: np.ndarray) -> np.ndarray:
+def normalise(v: np.ndarray) -> np.ndarray:
     return (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float32)
 
 
@@ -44,10 +44,10 @@ class Truth:
         return [(ids[r], float(scores[r])) for r in np.argsort(-scores, kind="stable")[:top_k]]
 
 
-def _cluster(rng: np.random.Generator, centre: np.ndarray, n: int, spread: float) -> np.ndarray:
+def cluster_vectors(rng: np.random.Generator, centre: np.ndarray, n: int, spread: float) -> np.ndarray:
     """`n` unit vectors around `centre` (cosine about 1/sqrt(1 + spread**2) to it)."""
     noise = rng.standard_normal((n, 512)) / np.sqrt(512)
-    return _normalise(centre[None, :] + spread * noise)
+    return normalise(centre[None, :] + spread * noise)
 
 
 async def _add(client: Any, items: list[dict[str, Any]]) -> None:
@@ -74,17 +74,17 @@ async def test_ivf_answers_equal_exact_search_and_follow_adds_deletes_and_rebuil
 ) -> None:
     rng = np.random.default_rng(SEED)
     truth = Truth()
-    centres = _normalise(rng.standard_normal((CLUSTERS + 1, 512)))  # the last one: a cluster added later
+    centres = normalise(rng.standard_normal((CLUSTERS + 1, 512)))  # the last one: a cluster added later
     items = [
         truth.put(f"s{n}", v, {"n": n})
-        for n, v in enumerate(_normalise(rng.standard_normal((SCATTERED, 512))))
+        for n, v in enumerate(normalise(rng.standard_normal((SCATTERED, 512))))
     ]
     for c in range(CLUSTERS):
-        members = _cluster(rng, centres[c], MEMBERS, spread=0.3)
+        members = cluster_vectors(rng, centres[c], MEMBERS, spread=0.3)
         items += [truth.put(f"c{c}-{m}", v, {"cluster": c, "m": m}) for m, v in enumerate(members)]
 
     def query_near(c: int) -> np.ndarray:
-        return _cluster(rng, centres[c], 1, spread=0.1)[0]
+        return cluster_vectors(rng, centres[c], 1, spread=0.1)[0]
 
     async with running_app(tiny_runtime, tmp_path, exact_search_max_items=EXACT_MAX) as (client, app):
         assert (await client.post("/v1/collections", json={"name": "c"})).status_code == 200
@@ -103,7 +103,7 @@ async def test_ivf_answers_equal_exact_search_and_follow_adds_deletes_and_rebuil
         # ... and the IVF really is approximate here: for random queries it misses most exact neighbours
         recalls = []
         for _ in range(20):
-            query = _normalise(rng.standard_normal(512))
+            query = normalise(rng.standard_normal(512))
             got = {i for i, _ in await _search(client, query, TOP_K)}
             recalls.append(len(got & {i for i, _ in truth.exact(query, TOP_K)}) / TOP_K)
         assert np.mean(recalls) < 0.5, recalls
@@ -121,8 +121,8 @@ async def test_ivf_answers_equal_exact_search_and_follow_adds_deletes_and_rebuil
         for item_id in gone:
             assert (await client.delete(f"/v1/collections/c/items/{item_id}")).status_code == 200
             del truth.vectors[item_id], truth.metadata[item_id]
-        closer = _cluster(rng, centres[0], 3, spread=0.05)
-        moved = _cluster(rng, centres[3], 1, spread=0.05)[0]
+        closer = cluster_vectors(rng, centres[0], 3, spread=0.05)
+        moved = cluster_vectors(rng, centres[3], 1, spread=0.05)[0]
         await _add(
             client,
             [truth.put(f"c0-new{m}", v, {"cluster": 0, "m": 100 + m}) for m, v in enumerate(closer)]
@@ -140,8 +140,8 @@ async def test_ivf_answers_equal_exact_search_and_follow_adds_deletes_and_rebuil
 
         # changes past the rebuild fraction (20% of the rows): a new cluster, 290 more scattered items, and
         # 60 scattered items and cluster 9 deleted
-        fresh = _cluster(rng, centres[CLUSTERS], MEMBERS, spread=0.3)
-        more = _normalise(rng.standard_normal((290, 512)))
+        fresh = cluster_vectors(rng, centres[CLUSTERS], MEMBERS, spread=0.3)
+        more = normalise(rng.standard_normal((290, 512)))
         await _add(
             client,
             [truth.put(f"c{CLUSTERS}-{m}", v, {"cluster": CLUSTERS, "m": m}) for m, v in enumerate(fresh)]
