@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.rate_window import assert_retry_after, start_early_in_a_minute
 from tests.support import bearer, create_key, data_uri, encode_image, gradient_image, running_app
 
 pytestmark = pytest.mark.anyio
@@ -116,7 +119,9 @@ async def test_insufficient_credit_is_429_insufficient_quota_and_not_retryable(
 
 async def test_rate_limit_headers_and_429_when_exceeded(tiny_runtime: Any, tmp_path: Path) -> None:
     key = create_key(tmp_path, requests_per_minute=2, images_per_minute=5)
-    async with running_app(tiny_runtime, tmp_path) as (client, _):
+    # no burst pacing (its own tests: test_burst_limits.py): the sliding window alone answers, exactly
+    async with running_app(tiny_runtime, tmp_path, rate_limit_burst_requests=0) as (client, _):
+        await start_early_in_a_minute()  # the three requests share one wall-clock minute
         first = await client.post("/v1/embeddings", json={"input": "a"}, headers=bearer(key))
         assert first.headers["x-ratelimit-limit-requests"] == "2"
         assert first.headers["x-ratelimit-remaining-requests"] == "1"
@@ -127,10 +132,12 @@ async def test_rate_limit_headers_and_429_when_exceeded(tiny_runtime: Any, tmp_p
         )
         assert failed.status_code == 400
         assert failed.headers["x-ratelimit-remaining-requests"] == "0"  # errors carry the headers too
+        sent_at = time.time()
         refused = await client.post("/v1/embeddings", json={"input": "a"}, headers=bearer(key))
+        answered_at = time.time()
         error = _assert_openai_error(refused, 429, "rate_limit_exceeded")
         assert error["type"] == "requests"
-        assert int(refused.headers["retry-after"]) >= 1
+        assert_retry_after(refused.headers, 2, sent_at, answered_at)  # 30 s into the next minute: 61-90 s
         assert refused.headers["x-ratelimit-remaining-requests"] == "0"
     other = create_key(tmp_path, "big", images_per_minute=2)
     async with running_app(tiny_runtime, tmp_path) as (client, _):
@@ -178,7 +185,9 @@ async def test_classify_and_rank_are_charged_by_what_they_encode(tiny_runtime: A
             headers=bearer(key),
         )  # fmt: skip
         assert rank.status_code == 200
-        assert int(rank.headers["x-request-cost-micros"]) >= 94
+        # two images at 47 and the query's 4 tokens (start, "a", "cat", end) at 0.01 each, rounded up once
+        assert rank.json()["usage"]["prompt_tokens"] == 4
+        assert int(rank.headers["x-request-cost-micros"]) == 2 * 47 + 1
 
 
 async def test_admin_routes_need_an_admin_key(tiny_runtime: Any, tmp_path: Path) -> None:
@@ -240,9 +249,11 @@ async def test_local_mode_has_no_key_and_turns_auth_on_when_one_is_created(
         assert (await client.post("/v1/embeddings", json={"input": "a"})).status_code == 200
         _assert_openai_error(await client.get("/v1/key"), 400, "auth_disabled")
         key = create_key(tmp_path)  # e.g. `clipserve keys create` while the server runs
-        import asyncio
-
-        await asyncio.sleep(2.1)
+        # the app looks for a first key every 2 s: wait until it has seen this one (give up after 30 s)
+        deadline = time.monotonic() + 30
+        while (await client.get("/v1/key")).status_code != 401:
+            assert time.monotonic() < deadline, "authentication never turned on"
+            await asyncio.sleep(0.05)
         assert (await client.post("/v1/embeddings", json={"input": "a"})).status_code == 401
         assert (
             await client.post("/v1/embeddings", json={"input": "a"}, headers=bearer(key))

@@ -8,6 +8,7 @@ were answered, including every answer given before the kill.
 from __future__ import annotations
 
 import collections
+import os
 import random
 import signal
 import threading
@@ -28,6 +29,14 @@ from tests.support import (
 from tests.system.conftest import ServerProcess, start_server
 
 CLIENTS = 6
+SEED_VARIABLE = "CRASH_TEST_SEED"  # set it to replay a failing run's kill timing
+
+
+def _seeded_random() -> tuple[int, random.Random]:
+    """The kill timing is random; print the seed (shown with a failure's output) and allow replaying it."""
+    seed = int(os.environ.get(SEED_VARIABLE) or random.SystemRandom().randrange(2**32))
+    print(f"{SEED_VARIABLE}={seed}")
+    return seed, random.Random(seed)
 
 
 def _serve(data_dir: Path, database_url: str) -> ServerProcess:
@@ -59,42 +68,55 @@ def test_sigkill_loses_no_acknowledged_charge_and_charges_nothing_unanswered(
         {"input": [{"image": data_uri(encode_image(gradient_image(48, 40, seed=i)))}, f"caption {i}"]}
         for i in range(4)
     ]
+    seed, rng = _seeded_random()
     server = _serve(tmp_path / "first", database_url)
     answered: dict[str, bytes] = {}  # idempotency key -> body of the 200
     sent: dict[str, tuple[str, dict[str, object]]] = {}  # idempotency key -> (api key, body)
+    failures: list[str] = []  # anything but a 200, or a connection that died because of the kill
     lock = threading.Lock()
     stop = threading.Event()
+    killed = threading.Event()  # set just before the SIGKILL: only then may a connection die
 
     def client(n: int) -> None:
-        with httpx.Client(base_url=server.base_url, timeout=30) as http:
-            for i in range(10_000):
-                if stop.is_set():
-                    return
-                idem, key, body = f"c{n}-{i}", keys[n % len(keys)], bodies[i % len(bodies)]
-                with lock:
-                    sent[idem] = (key, body)
-                try:
-                    response = http.post(
-                        "/v1/embeddings", json=body, headers={**bearer(key), "Idempotency-Key": idem}
-                    )
-                except httpx.TransportError:
-                    return  # the server died under this request: no answer
-                assert response.status_code == 200, response.text
-                with lock:
-                    answered[idem] = response.content
+        try:
+            with httpx.Client(base_url=server.base_url, timeout=30) as http:
+                for i in range(10_000):
+                    if stop.is_set():
+                        return
+                    idem, key, body = f"c{n}-{i}", keys[n % len(keys)], bodies[i % len(bodies)]
+                    with lock:
+                        sent[idem] = (key, body)
+                    try:
+                        response = http.post(
+                            "/v1/embeddings", json=body, headers={**bearer(key), "Idempotency-Key": idem}
+                        )
+                    except httpx.TransportError as exc:
+                        if not killed.is_set():
+                            failures.append(f"{idem}: connection failed before the kill: {exc!r}")
+                        return  # the server died under this request: no answer
+                    if response.status_code != 200:
+                        failures.append(f"{idem}: {response.status_code} {response.text[:500]}")
+                        return
+                    with lock:
+                        answered[idem] = response.content
+        except Exception as exc:  # every failure in a client thread fails the test
+            failures.append(f"client {n}: {exc!r}")
 
     threads = [threading.Thread(target=client, args=(n,)) for n in range(CLIENTS)]
     for thread in threads:
         thread.start()
     deadline = time.monotonic() + 60
-    while len(answered) < 20 and time.monotonic() < deadline:
+    while len(answered) < 20 and not failures and time.monotonic() < deadline:
         time.sleep(0.01)
-    time.sleep(random.uniform(0, 0.3))
+    time.sleep(rng.uniform(0, 0.3))  # the kill lands at a random (seeded) point of the load
+    killed.set()
     server.process.send_signal(signal.SIGKILL)
     server.process.wait()
     stop.set()
     for thread in threads:
         thread.join(30)
+    assert not any(thread.is_alive() for thread in threads), f"a client hung (seed {seed})"
+    assert not failures, f"seed {seed}: " + "\n".join(failures)
     before_kill = dict(answered)
     assert len(before_kill) >= 20
     unanswered = sorted(set(sent) - set(before_kill))
@@ -102,7 +124,7 @@ def test_sigkill_loses_no_acknowledged_charge_and_charges_nothing_unanswered(
     restarted = _serve(tmp_path / "second", database_url)
     try:
         with httpx.Client(base_url=restarted.base_url, timeout=30) as http:
-            for idem in unanswered + random.sample(sorted(before_kill), 5):
+            for idem in unanswered + rng.sample(sorted(before_kill), 5):
                 key, body = sent[idem]
                 response = _retry_while_in_use(http, body, {**bearer(key), "Idempotency-Key": idem})
                 assert response.status_code == 200, response.text

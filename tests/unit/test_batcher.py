@@ -111,9 +111,12 @@ async def test_stop_drains_admitted_work_then_refuses_new_work() -> None:
         with batcher.reserve(6) as slots:
             futures = batcher.submit(slots, list(range(6)))
         stopping = asyncio.ensure_future(batcher.stop())
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)  # one turn of the loop: the stop task takes its first step (it marks stopping)
         with pytest.raises(BatcherStoppedError):
-            batcher.reserve(1)
+            batcher.reserve(1).release()  # (released if wrongly admitted: a failure must not hang the drain)
+        # refused while the admitted work is still held by the model, not after it finished
+        assert not any(f.done() for f in futures)
+        assert not stopping.done()
         gate.set()
         await stopping
         assert [(await f).value for f in futures] == [i * i for i in range(6)]
@@ -122,14 +125,19 @@ async def test_stop_drains_admitted_work_then_refuses_new_work() -> None:
 async def test_queue_fills_while_the_model_is_busy() -> None:
     gate = threading.Event()
 
+    running_batch = threading.Event()
+
     def blocked(payloads: list[int]) -> list[int]:
+        running_batch.set()
         gate.wait(5)
         return payloads
 
     async with batcher_for(blocked, max_batch_size=2, max_wait_s=0.0, max_queue_size=4) as batcher:
         with batcher.reserve(2) as first:
             running = batcher.submit(first, [1, 2])
-        await asyncio.sleep(0.05)  # the first batch is now on the (blocked) executor
+        # the first batch is now on the (blocked) executor, out of the queue
+        assert await asyncio.to_thread(running_batch.wait, 5)
+        assert batcher.depth == 0
         with batcher.reserve(4) as second:
             queued = batcher.submit(second, [3, 4, 5, 6])
         with pytest.raises(QueueFullError):
