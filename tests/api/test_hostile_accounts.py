@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from sqlalchemy import event, text
 
 from clipserve.store.ledger import AdmissionRequest, Admitted, Charge, LedgerStore
+from tests.rate_window import assert_retry_after, start_early_in_a_minute
 from tests.support import bearer, create_key, running_app
 
 pytestmark = pytest.mark.anyio
@@ -86,15 +88,19 @@ async def test_free_collection_requests_count_against_the_request_rate_limit(
     tiny_runtime: Any, tmp_path: Path
 ) -> None:
     key = create_key(tmp_path, credit="0", requests_per_minute=4)
-    async with running_app(tiny_runtime, tmp_path) as (client, _):
+    # no burst pacing (its own tests: test_burst_limits.py): the sliding window alone answers, exactly
+    async with running_app(tiny_runtime, tmp_path, rate_limit_burst_requests=0) as (client, _):
+        await start_early_in_a_minute()  # the five requests share one wall-clock minute
         for i in range(4):
             created = await client.post("/v1/collections", json={"name": f"c{i}"}, headers=bearer(key))
             assert created.status_code == 200, created.text
             assert created.headers["x-ratelimit-remaining-requests"] == str(3 - i)
+        sent_at = time.time()
         refused = await client.post("/v1/collections", json={"name": "c4"}, headers=bearer(key))
+        answered_at = time.time()
         error = _error(refused, 429, "rate_limit_exceeded")
         assert error["type"] == "requests"
-        assert int(refused.headers["retry-after"]) >= 1
+        assert_retry_after(refused.headers, 4, sent_at, answered_at)  # 15 s into the next minute: 16-75 s
         # every other free route is refused too, before it does any work
         for method, path in (
             ("GET", "/v1/collections"), ("GET", "/v1/collections/c0"), ("DELETE", "/v1/collections/c0"),
@@ -284,7 +290,9 @@ async def test_a_full_database_answers_503_storage_full_never_500(tiny_runtime: 
                 error = _error(response, 503, "storage_full")
                 assert error["type"] == "server_error"
                 assert "full" in error["message"]
-                assert int(response.headers["retry-after"]) >= 1
+                assert (
+                    response.headers["retry-after"] == "30"
+                )  # docs/accounts.md: storage_full, Retry-After: 30
                 break
         assert 503 in statuses, statuses
         created = await client.post(

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 
 from clipserve.cli import main
 from tests.support import encode_image, gradient_image
@@ -63,11 +64,15 @@ def test_import_a_parquet_file_of_embeddings(tiny_server: ServerProcess, tmp_pat
         == 0
     )
     with httpx.Client(base_url=tiny_server.base_url) as http:
+        assert http.get("/v1/collections/vectors").json()["item_count"] == 10
         hits = http.post(
-            "/v1/collections/vectors/search", json={"query": {"vector": vectors[6].tolist()}, "top_k": 1}
+            "/v1/collections/vectors/search", json={"query": {"vector": vectors[6].tolist()}, "top_k": 10}
         )
-        assert hits.json()["results"][0] == {
-            "id": "row6",
-            "score": hits.json()["results"][0]["score"],
-            "metadata": {"label": "a"},
-        }
+    # every row came in with its own vector and label: all ten scores are the cosines numpy computes
+    want = vectors.astype(np.float64) @ vectors[6].astype(np.float64)
+    order = np.argsort(-want)
+    results = hits.json()["results"]
+    assert [r["id"] for r in results] == [f"row{i}" for i in order]
+    assert [r["score"] for r in results] == pytest.approx(want[order].tolist(), abs=1e-5)
+    assert results[0]["score"] == pytest.approx(1.0, abs=1e-5)  # the row's own vector
+    assert [r["metadata"] for r in results] == [{"label": "ab"[i % 2]} for i in order]
