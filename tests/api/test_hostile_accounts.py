@@ -290,9 +290,8 @@ async def test_a_full_database_answers_503_storage_full_never_500(tiny_runtime: 
                 error = _error(response, 503, "storage_full")
                 assert error["type"] == "server_error"
                 assert "full" in error["message"]
-                assert (
-                    response.headers["retry-after"] == "30"
-                )  # docs/accounts.md: storage_full, Retry-After: 30
+                # docs/accounts.md: storage_full answers Retry-After: 30
+                assert response.headers["retry-after"] == "30"
                 break
         assert 503 in statuses, statuses
         created = await client.post(

@@ -15,10 +15,33 @@ from PIL import Image, ImageOps
 
 from clipserve.cli import main
 from clipserve.runtime.weights import resolve_architecture
-from tests.support import TINY_CONFIG, photo_path
+from tests.support import SKIMAGE_DATA, TINY_CONFIG
 from tests.system.conftest import ServerProcess
 
-CLASSES = {"astronaut": "astronaut", "cat": "chelsea", "coffee_cup": "coffee"}
+# Eight classes, so top-5 is not 1.0 by construction (with three it always was).
+CLASSES = {
+    "astronaut": "astronaut.png", "cat": "chelsea.png", "coffee_cup": "coffee.png", "rocket": "rocket.jpg",
+    "horse": "horse.png", "brick_wall": "brick.png", "coins": "coins.png", "motorcycle": "motorcycle_left.png",
+}  # fmt: skip
+# Sixteen images with two captions each, so recall@5 and @10 are not 1.0 by construction (with six they were).
+CAPTIONS = {
+    "astronaut.png": ["an astronaut in a white suit", "a woman in a space suit"],
+    "chelsea.png": ["a cat lying down", "an orange tabby cat"],
+    "coffee.png": ["a cup of coffee", "coffee on a saucer"],
+    "rocket.jpg": ["a rocket on the launch pad", "a space shuttle"],
+    "camera.png": ["a man with a camera", "a black and white photo"],
+    "horse.png": ["a horse silhouette", "a black horse"],
+    "brick.png": ["a brick wall", "grey bricks"],
+    "coins.png": ["old coins on a table", "a grid of coins"],
+    "moon.png": ["the surface of the moon", "craters"],
+    "motorcycle_left.png": ["a motorcycle", "a red motorbike"],
+    "page.png": ["a page of printed text", "a scanned book page"],
+    "hubble_deep_field.jpg": ["galaxies in deep space", "the hubble deep field"],
+    "retina.jpg": ["a photo of a retina", "blood vessels of an eye"],
+    "grass.png": ["a patch of grass", "green blades of grass"],
+    "gravel.png": ["gravel on the ground", "small stones"],
+    "clock_motion.png": ["a blurred clock", "a clock in motion"],
+}
 TEMPLATES = ["a photo of a {}.", "a blurry photo of the {}."]
 MODEL_ARGS = ["--weights", "random", "--architecture", str(TINY_CONFIG), "--random-seed", "0"]
 
@@ -38,7 +61,7 @@ def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("zeroshot")
     for folder, photo in CLASSES.items():
         (root / folder).mkdir()
-        for i, image in enumerate(variants(Image.open(photo_path(photo)).convert("RGB"))):
+        for i, image in enumerate(variants(Image.open(SKIMAGE_DATA / photo).convert("RGB"))[:2]):
             image.save(root / folder / f"{i}.{'jpg' if i % 2 else 'png'}")
     return root
 
@@ -46,19 +69,10 @@ def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def captions_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("retrieval")
-    captions = {
-        "astronaut": ["an astronaut in a white suit", "a woman in a space suit"],
-        "chelsea": ["a cat lying down", "an orange tabby cat"],
-        "coffee": ["a cup of coffee", "coffee on a saucer"],
-        "rocket": ["a rocket on the launch pad", "a space shuttle"],
-        "camera": ["a man with a camera", "a black and white photo"],
-        "horse": ["a horse silhouette", "a black horse"],
-    }
     entries = []
-    for name, texts in captions.items():
-        target = root / photo_path(name).name
-        target.write_bytes(photo_path(name).read_bytes())
-        entries.append({"image": target.name, "captions": texts})
+    for name, texts in CAPTIONS.items():
+        (root / name).write_bytes((SKIMAGE_DATA / name).read_bytes())
+        entries.append({"image": name, "captions": texts})
     (root / "captions.json").write_text(json.dumps(entries))
     with (root / "captions.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -100,14 +114,17 @@ def test_zeroshot_matches_an_independent_open_clip_computation(
         features = F.normalize(
             model.encode_image(torch.stack([preprocess(Image.open(p)) for p in paths])), dim=-1
         )
-        predictions = (features @ classifier).argmax(dim=1)
+        scores = features @ classifier
+        predictions = scores.argmax(dim=1)
     top1 = float((predictions == targets).float().mean())
+    top5 = float((scores.topk(5, dim=1).indices == targets[:, None]).any(dim=1).float().mean())
+    assert 0 < top1 < top5 < 1  # the data set leaves each figure something to measure
     recalls = [float((predictions[targets == c] == c).float().mean()) for c in range(len(names))]
 
-    assert report["samples"] == 12
+    assert report["samples"] == 16
     assert report["templates"] == 2
     assert report["top1"] == pytest.approx(top1)
-    assert report["top5"] == 1.0  # three classes: the true one is always in the top 3
+    assert report["top5"] == pytest.approx(top5)
     assert report["mean_per_class_recall"] == pytest.approx(np.mean(recalls))
     assert [row["recall"] for row in report["per_class"]] == pytest.approx(recalls)
     assert f"top-1 {top1:.2%}" in printed
@@ -159,14 +176,15 @@ def test_retrieval_matches_an_independent_recall_computation(
         text_features = F.normalize(model.encode_text(tokenizer(texts)), dim=-1)
     scores = text_features @ image_features.T
     for k in (1, 5, 10):
-        kk = min(k, len(images))
-        text_to_image = (scores.topk(kk, dim=1).indices == owner[:, None]).any(dim=1).float().mean()
-        top_texts = scores.T.topk(min(k, len(texts)), dim=1).indices
+        text_to_image = (scores.topk(k, dim=1).indices == owner[:, None]).any(dim=1).float().mean()
+        top_texts = scores.T.topk(k, dim=1).indices
         image_to_text = (owner[top_texts] == torch.arange(len(images))[:, None]).any(dim=1).float().mean()
+        assert 0 < float(text_to_image) < 1, k  # not 1.0 (nor 0) by construction
+        assert 0 < float(image_to_text) < 1, k
         assert report[f"image_retrieval_recall@{k}"] == pytest.approx(float(text_to_image))
         assert report[f"text_retrieval_recall@{k}"] == pytest.approx(float(image_to_text))
-    assert report["images"] == 6
-    assert report["captions"] == 12
+    assert report["images"] == 16
+    assert report["captions"] == 32
     assert "image -> text" in printed
 
 
