@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import base64
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 
 from clipserve.config import Settings
-from tests.support import encode_image, gradient_image
+from tests.support import TINY_CONFIG, encode_image, gradient_image
 from tests.system.conftest import ServerProcess, start_server
+
+GIVE_UP_S = 60.0  # generous: only for a server that never does what the test waits for
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -67,23 +70,80 @@ def test_random_weights_warn_loudly(tiny_server: ServerProcess) -> None:
     assert response.headers["x-clipserve-weights"].startswith("random")
 
 
+class _HeldImages(ThreadingHTTPServer):
+    """A loopback image server that holds every GET until released: each arrival shows a request in flight
+    inside clipserve (waiting on its image), and the test decides when those requests may finish."""
+
+    def __init__(self, image: bytes) -> None:
+        self.image = image
+        self.arrived = threading.Semaphore(0)
+        self.release = threading.Event()
+        super().__init__(("127.0.0.1", 0), _HeldImageHandler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/held.png"
+
+
+class _HeldImageHandler(BaseHTTPRequestHandler):
+    server: _HeldImages
+
+    def do_GET(self) -> None:
+        self.server.arrived.release()
+        if not self.server.release.wait(GIVE_UP_S):
+            self.send_error(504)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length", str(len(self.server.image)))
+        self.end_headers()
+        self.wfile.write(self.server.image)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def _refuses_connections(server: ServerProcess) -> bool:
+    try:
+        httpx.get(f"{server.base_url}/health", timeout=GIVE_UP_S)
+    except httpx.ConnectError:
+        return True
+    return False
+
+
 def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
-    """Full-size model (slow on CPU) so requests are still queued when the signal arrives."""
-    server = start_server(tmp_path, "--weights", "random", "--image-batch-size", "4")
-    image = base64.b64encode(encode_image(gradient_image(), "JPEG")).decode()
-    body = {"input": [{"image": image}] * 6}
-    with ThreadPoolExecutor(6) as pool:
-        futures = [
-            pool.submit(httpx.post, f"{server.base_url}/v1/embeddings", json=body, timeout=120)
-            for _ in range(6)
-        ]
-        time.sleep(1.0)  # all six are in flight
-        started = time.monotonic()
-        exit_code = server.stop()
-        responses = [f.result() for f in futures]
-    assert [r.status_code for r in responses] == [200] * 6
-    assert all(len(r.json()["data"]) == 6 for r in responses)
+    """Six requests held in flight (each waiting on an image the test serves) when SIGTERM arrives: the server
+    stops accepting connections, and once the images come, all six are answered in full before it exits."""
+    images = _HeldImages(encode_image(gradient_image(64, 48)))
+    threading.Thread(target=images.serve_forever, daemon=True).start()
+    server = start_server(
+        tmp_path,
+        *("--weights", "random", "--architecture", str(TINY_CONFIG), "--image-batch-size", "4"),
+        *("--image-fetch-allow-private", "--image-fetch-timeout-s", "120"),
+    )
+    bodies = [{"input": [{"image": f"{images.url}?request={i}"}, f"caption {i}", "a", "b"]} for i in range(6)]
+    url = f"{server.base_url}/v1/embeddings"
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            futures = [pool.submit(httpx.post, url, json=body, timeout=GIVE_UP_S * 2) for body in bodies]
+            for _ in range(6):  # every request has reached its image fetch: all six are in flight
+                assert images.arrived.acquire(timeout=GIVE_UP_S), "a request never fetched its image"
+            server.process.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + GIVE_UP_S
+            while not _refuses_connections(server):  # shutting down: the listening socket is closed
+                assert time.monotonic() < deadline, "still accepting connections after SIGTERM"
+                time.sleep(0.05)
+            assert server.process.poll() is None
+            assert not any(f.done() for f in futures)  # the six are still held, so still in flight
+            images.release.set()
+            responses = [f.result() for f in futures]
+        exit_code = server.process.wait(GIVE_UP_S)
+    finally:
+        images.release.set()
+        images.shutdown()
+        server.stop()
+    assert [r.status_code for r in responses] == [200] * 6, [r.text for r in responses]
+    assert all(len(r.json()["data"]) == 4 for r in responses)
     # uvicorn re-raises the signal once it has shut down cleanly, so the exit status is SIGTERM's
     assert exit_code in (0, -signal.SIGTERM)
-    assert time.monotonic() - started < 60
     assert "draining" in server.log()
