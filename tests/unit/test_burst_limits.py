@@ -52,13 +52,13 @@ def test_a_refusal_spends_nothing() -> None:
     assert limiter.take(1, "images", 6000, 100, 40) is None  # the 40 are still there
 
 
-def test_a_limit_below_the_burst_is_its_own_bucket() -> None:
+def test_a_limit_at_or_below_the_burst_is_left_to_its_window() -> None:
+    # its window (in the database) refuses with the right Retry-After; a bucket here would answer a shorter one
     limiter = BurstLimiter(Clock())
-    assert all(limiter.take(1, "requests", 3, 60, 1) is None for _ in range(3))
-    refusal = limiter.take(1, "requests", 3, 60, 1)
-    assert refusal is not None
-    assert refusal.capacity == 3
-    assert refusal.retry_after_s == pytest.approx(20.0)
+    assert all(limiter.take(1, "requests", 60, 60, 1) is None for _ in range(1000))
+    assert all(limiter.take(2, "requests", 3, 60, 1) is None for _ in range(1000))
+    assert limiter.take(3, "requests", 61, 60, 61) is None  # a full bucket passes the largest request
+    assert limiter.take(3, "requests", 61, 60, 1) is not None
 
 
 def test_a_cost_beyond_the_bucket_waits_for_a_full_bucket_and_empties_it() -> None:

@@ -37,8 +37,8 @@ class BurstRefusal:
 class BurstLimiter:
     """Token buckets keyed by (key id, limit name): `take` spends `cost` or returns why it cannot.
 
-    A bucket holds `min(burst, per_minute)` units (a limit smaller than the burst is already as smooth as its
-    window) and refills at `per_minute / 60` a second. A cost larger than the bucket (a request with more images
+    A bucket holds `burst` units and refills at `per_minute / 60` a second; a per-minute limit at or below the
+    burst has no bucket (its window alone paces it). A cost larger than the bucket (a request with more images
     than the burst) is allowed when the bucket is full and empties it: it waits for a full bucket, never forever.
     """
 
@@ -52,9 +52,11 @@ class BurstLimiter:
         """Spend `cost` units of the key's `name` bucket; a BurstRefusal (nothing spent) when it has too few.
         No limit (`per_minute` None or 0, `burst` 0) always passes. Units are spent by every attempt the server
         works on, including ones the database then refuses (as a failed image fetch still uses the window)."""
-        if not per_minute or burst <= 0 or cost <= 0:
+        if not per_minute or burst <= 0 or cost <= 0 or per_minute <= burst:
+            # A limit at or below the burst is already as smooth as its window allows, and pacing it here would
+            # answer a Retry-After shorter than the window's (the next try refused again).
             return None
-        capacity = float(min(burst, per_minute))
+        capacity = float(burst)
         rate = per_minute / 60.0
         now = self._clock()
         slot = (key_id, name)
