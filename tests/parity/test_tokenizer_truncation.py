@@ -139,3 +139,35 @@ def test_heap_merge_is_open_clips_merge_loop(word: str) -> None:
     symbols = "".join(reference.byte_encoder[b] for b in word.encode("utf-8"))
     expected = reference.bpe(symbols).split(" ")
     assert merge_symbols([*symbols[:-1], symbols[-1] + "</w>"], reference.bpe_ranks) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a <b> tag\nthen &lt;b&gt; and &amp;amp; on the next line",  # "<" switches HTML unescaping off after it
+        "&lt;b&gt; first\nthen a <b> tag\n&amp; last",
+        "ΟΔΟΣ\nΣ\nΑΣ ΣΑΣ\n",  # final sigma at line ends
+        "Ã©tÃ©\nâ€™s\r\n\n\nÃ¼ber " * 40,  # mojibake lines
+        "line\n" * 100 + "&#10;&#10;" + "cat " * 80,
+        "\n" * 50 + "cat",
+        "x\n",
+    ],
+)
+def test_multi_line_texts_match_open_clip(text: str) -> None:
+    assert_same(OURS, [text, text * 30, text.replace("\n", "\r\n")])
+
+
+def test_only_the_lines_that_reach_the_context_are_cleaned(monkeypatch: pytest.MonkeyPatch) -> None:
+    import clipserve.runtime.tokenizer as module
+
+    segments: list[str] = []
+    real = module.fix_and_explain
+
+    def counted(segment: str, config: object) -> object:
+        segments.append(segment)
+        return real(segment, config)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(module, "fix_and_explain", counted)
+    text = "Ã©tÃ© â€™s Ã¼ber\n" * 2_000  # 32,000 characters of mojibake lines, 4 tokens a line
+    assert_same(OURS, [text])
+    assert 15 <= len(segments) <= 25  # ~19 lines give 75 tokens; open_clip cleans all 2,000
