@@ -9,6 +9,7 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import httpx
 from pydantic import ValidationError
 
 from clipserve import __version__
@@ -194,4 +195,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level)
     handler: Callable[[Settings, argparse.Namespace], int] = args.handler
-    return handler(settings, args)
+    try:
+        return handler(settings, args)
+    except httpx.TransportError as exc:  # a client command (collections import) whose server is not there
+        print(f"clipserve: error: {_transport_problem(exc)}", file=sys.stderr)
+        return 1
+
+
+def _transport_problem(exc: httpx.TransportError) -> str:
+    """One line for a server that could not be reached or stopped answering, naming where it was asked."""
+    try:
+        url = str(exc.request.url.copy_with(path="/", query=None))
+    except RuntimeError:  # an error raised before any request existed
+        url = "the server"
+    reason = str(exc) or type(exc).__name__
+    return f"no answer from {url} ({reason}); is a clipserve server running there? (--url)"
