@@ -140,10 +140,17 @@ class ClassificationService:
 
     async def classify(self, query: ClassifyQuery, account: str) -> ClassifyResult:
         prompt_texts = self.prompts(query)
-        # Prompts and images go to their queues at once: image decoding overlaps prompt encoding. If either
-        # fails, the other is cancelled: no images are fetched and decoded for an answer that is already an error.
-        prompt_job = asyncio.ensure_future(self._prompts.encode(prompt_texts, account=account))
-        image_job = asyncio.ensure_future(self._embeddings.embed(query.images, account=account))
+        # Both are admitted at once (a full text queue refuses before any image is fetched), but the prompts
+        # reach the text encoder only once every image is fetched, decoded and queued: an image that fails
+        # costs no prompt encoding. The prompts' encoding then overlaps the images'. If either fails, the other
+        # is cancelled.
+        images_queued = asyncio.Event()
+        prompt_job = asyncio.ensure_future(
+            self._prompts.encode(prompt_texts, account=account, after=images_queued)
+        )
+        image_job = asyncio.ensure_future(
+            self._embeddings.embed(query.images, account=account, images_queued=images_queued)
+        )
         jobs: list[asyncio.Future[Any]] = [prompt_job, image_job]
         await gather_or_cancel(jobs)
         prompts, images = prompt_job.result(), image_job.result()

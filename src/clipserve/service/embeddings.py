@@ -107,13 +107,25 @@ class EmbeddingService:
                 param="dimensions",
             )
 
-    async def embed(self, items: Sequence[InputItem], *, account: str) -> EmbeddingResult:
+    async def embed(
+        self,
+        items: Sequence[InputItem],
+        *,
+        account: str,
+        images_queued: asyncio.Event | None = None,
+        texts_after: asyncio.Event | None = None,
+    ) -> EmbeddingResult:
         """Embed every item; any invalid item fails the request (4xx) without touching other requests.
 
         `account` is whose fair share of URL connections and decode-ahead slots the images wait for: one
         account's thousand images queue behind each other, not in front of another account's one.
+        `images_queued` is set once every image is fetched, decoded and queued for the model; texts are
+        admitted and tokenized at once but reach the model only after `texts_after` is set (classify: its
+        prompts are not encoded for an image that fails).
         """
-        encoded = await self._encode_all(items, account, isolate_input_errors=False)
+        encoded = await self._encode_all(
+            items, account, isolate_input_errors=False, images_queued=images_queued, texts_after=texts_after
+        )
         vectors = np.empty((len(items), self._runtime.embed_dim), dtype=np.float32)
         for index, result in encoded.results.items():
             assert not isinstance(result, ClipserveError)  # raised, not kept, without isolate_input_errors
@@ -146,7 +158,13 @@ class EmbeddingService:
         )
 
     async def _encode_all(
-        self, items: Sequence[InputItem], account: str, *, isolate_input_errors: bool
+        self,
+        items: Sequence[InputItem],
+        account: str,
+        *,
+        isolate_input_errors: bool,
+        images_queued: asyncio.Event | None = None,
+        texts_after: asyncio.Event | None = None,
     ) -> _Encoded:
         """Admit the request whole, then tokenize, fetch, decode and encode its items on the account's turns.
 
@@ -166,14 +184,26 @@ class EmbeddingService:
             decode_pool = self._decode_pool.for_tenant(account)
             text_job = (
                 asyncio.ensure_future(
-                    self._encode_texts([t.text for _, t in texts], text_slots, decode_pool, prepared)
+                    self._encode_texts(
+                        [t.text for _, t in texts], text_slots, decode_pool, prepared, texts_after
+                    )
                 )
                 if texts
                 else None
             )
 
+            unqueued = len(images)
+            if images_queued is not None and not images:
+                images_queued.set()
+
+            def image_queued() -> None:
+                nonlocal unqueued
+                unqueued -= 1
+                if images_queued is not None and unqueued == 0:
+                    images_queued.set()
+
             def image_job(item: ImageItem) -> asyncio.Future[Batched[np.ndarray] | ClipserveError]:
-                work = self._encode_image(item, image_slots, account, decode_pool, prepared)
+                work = self._encode_image(item, image_slots, account, decode_pool, prepared, image_queued)
                 return asyncio.ensure_future(_input_error_apart(work) if isolate_input_errors else work)
 
             image_jobs = [image_job(item) for _, item in images]
@@ -192,7 +222,12 @@ class EmbeddingService:
         )
 
     async def _encode_texts(
-        self, texts: list[str], slots: Reservation, decode_pool: Executor, prepared: list[float]
+        self,
+        texts: list[str],
+        slots: Reservation,
+        decode_pool: Executor,
+        prepared: list[float],
+        after: asyncio.Event | None,
     ) -> tuple[TokenizedTexts, list[Batched[np.ndarray]]]:
         loop = asyncio.get_running_loop()
         # Tokenized in bounded chunks, each its own job on the round-robin decode pool, so a request of many
@@ -206,6 +241,8 @@ class EmbeddingService:
         tokenized = TokenizedTexts(
             torch.cat([part.ids for part in parts]), [n for part in parts for n in part.token_counts]
         )
+        if after is not None:
+            await after.wait()
         futures = self._queues.texts.submit(slots, list(tokenized.ids))
         prepared.append(time.perf_counter())
         return tokenized, await asyncio.gather(*futures)
@@ -217,6 +254,7 @@ class EmbeddingService:
         account: str,
         decode_pool: Executor,
         prepared: list[float],
+        queued: Callable[[], None],
     ) -> Batched[np.ndarray]:
         """Fetch (on the account's connections), decode once the model has room, and queue one image.
 
@@ -247,6 +285,7 @@ class EmbeddingService:
                 del decode
             (future,) = self._queues.images.submit(slots, [pixels])
             prepared.append(time.perf_counter())
+            queued()
             future.add_done_callback(lambda _: release())
             return await future
         except ClipserveError as exc:

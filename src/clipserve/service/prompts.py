@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,8 +30,14 @@ class PromptEncoder:
     def cache(self) -> PromptCache:
         return self._cache
 
-    async def encode(self, prompts: list[str], *, account: str) -> PromptVectors:
-        """The prompts' vectors; cache misses go to the text queue as `account`'s items, in its share."""
+    async def encode(
+        self, prompts: list[str], *, account: str, after: asyncio.Event | None = None
+    ) -> PromptVectors:
+        """The prompts' vectors; cache misses go to the text queue as `account`'s items, in its share.
+
+        Misses are admitted to the queue at once (a full queue refuses now), but reach the model only once
+        `after` is set.
+        """
         found: dict[str, CachedPrompt] = {}
         missing: list[str] = []
         for prompt in dict.fromkeys(prompts):  # unique, in order
@@ -47,6 +54,7 @@ class PromptEncoder:
             result = await self._embeddings.embed(
                 [TextItem(p, "labels") for p in chunk],
                 account=account,  # the caller's share of the text queue, not one share for every account
+                texts_after=after,
             )
             counts = result.token_counts
             for prompt, vector, tokens in zip(chunk, result.vectors, counts, strict=True):
