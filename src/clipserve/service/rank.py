@@ -1,4 +1,4 @@
-"""What /v1/rank means: order documents (texts and/or images) by cosine similarity to a query."""
+"""What /v1/rank and the rerank routes mean: order documents (texts and/or images) by cosine similarity to a query."""
 
 from __future__ import annotations
 
@@ -42,7 +42,8 @@ class RankService:
         if top_n is not None and top_n < 1:
             raise InvalidRequestError("top_n must be at least 1", param="top_n")
         embedded = await self._embeddings.embed([query, *documents], account=account)
-        scores = embedded.vectors[1:] @ embedded.vectors[0]
+        # float32 rounding puts a vector's cosine with itself at 1.0000002: a cosine never leaves [-1, 1]
+        scores = np.clip(embedded.vectors[1:] @ embedded.vectors[0], -1.0, 1.0)
         order = np.argsort(-scores, kind="stable")[: top_n or len(documents)]
         return RankResult(
             results=[RankedDocument(int(i), float(scores[i])) for i in order],
