@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
+from clipserve.errors import InvalidRequestError
 from clipserve.service.text_checks import reject_lone_surrogates
 
 
@@ -17,6 +18,22 @@ class RequestModel(BaseModel):
     """
 
     checked_per_item: ClassVar[frozenset[str]] = frozenset()
+    # True: a field the model does not declare is a 400 naming it, as the OpenAI API answers
+    # ("Unrecognized request argument supplied: foo"), instead of being ignored.
+    refuse_unknown_fields: ClassVar[bool] = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unknown_fields(cls, data: Any) -> Any:
+        if cls.refuse_unknown_fields and isinstance(data, dict):
+            unknown = sorted(key for key in data if key not in cls.model_fields)
+            if unknown:
+                raise InvalidRequestError(
+                    f"Unrecognized request argument supplied: {', '.join(unknown)}",
+                    param=unknown[0],
+                    code="unknown_field",
+                )
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -29,6 +46,14 @@ class RequestModel(BaseModel):
 
 
 class EmbeddingRequest(RequestModel):
+    """OpenAI's embeddings body, with the fields Infinity, Jina and vLLM clients add (docs/api.md).
+
+    Any other field is a 400 naming it; an `extra_body` object (sent literally by some wrappers instead of
+    merged) has its fields read as if they were top-level ones.
+    """
+
+    refuse_unknown_fields: ClassVar[bool] = True
+
     model: str | None = Field(
         default=None, description="laion/CLIP-ViT-B-32-laion2B-s34B-b79K or CLIP-ViT-B-32-laion2B-s34B-b79K."
     )
@@ -44,17 +69,70 @@ class EmbeddingRequest(RequestModel):
         default=None,
         description="vLLM chat-style input instead of `input`: every content part becomes one embedding.",
     )
-    encoding_format: Literal["float", "base64"] = Field(
-        default="float", description="base64 is little-endian float32, as the openai client decodes it."
+    encoding_format: Literal["float", "base64"] | None = Field(
+        default=None,
+        description="float (default) or base64: little-endian float32, as the openai client decodes it.",
     )
-    dimensions: int | None = Field(default=None, description="Must be 512 (or omitted): CLIP has no MRL.")
-    user: str | None = None
+    dimensions: int | None = Field(
+        default=None, description="512, or 0 or omitted for full size (512): CLIP has no MRL."
+    )
+
+    @field_validator("dimensions")
+    @classmethod
+    def _zero_means_full_size(cls, value: int | None) -> int | None:
+        return value or None  # Infinity's client always sends dimensions: 0, meaning "as trained"
+
+    user: str | None = Field(default=None, description="Accepted and ignored.")
+    modality: str | None = Field(
+        default=None,
+        description="Infinity's field: 'text' (every bare string in `input` is a text) or 'image' (every bare "
+        "string is an image: URL, data URI or base64). Omitted: a bare string is a text, unless it is a data "
+        "URI of an image (data:image/...;base64,...).",
+    )
+    normalized: bool = Field(
+        default=True,
+        description="Jina's field: embeddings are always unit vectors here; false is refused (400).",
+    )
+    embedding_type: Literal["float", "base64", "binary", "ubinary"] | None = Field(
+        default=None,
+        description="Jina's field, instead of encoding_format: float, base64 (as encoding_format), ubinary "
+        "(the sign bits packed 8 per byte, most significant first, as uint8: 64 numbers for 512 dimensions) "
+        "or binary (the same bytes minus 128, as int8).",
+    )
+    task: str | None = Field(
+        default=None, description="Jina's task adapter name: accepted and ignored (CLIP has none)."
+    )
+    late_chunking: bool | None = Field(
+        default=None, description="Jina's field: only false is accepted (CLIP embeds each item on its own)."
+    )
+    truncate: bool | None = Field(
+        default=None,
+        description="Jina's field: accepted and ignored; CLIP always reads the first 77 tokens of a text.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_extra_body(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "extra_body" in data and data["extra_body"] is None:
+            data = {k: v for k, v in data.items() if k != "extra_body"}
+        if isinstance(data, dict) and isinstance(data.get("extra_body"), dict):
+            extra = data["extra_body"]
+            both = sorted(key for key in extra if key in data)
+            if both:
+                raise InvalidRequestError(
+                    f"{', '.join(both)} given both at the top level and in 'extra_body'", param="extra_body"
+                )
+            data = {**{k: v for k, v in data.items() if k != "extra_body"}, **extra}
+        return data
 
 
 class EmbeddingData(BaseModel):
     object: Literal["embedding"] = "embedding"
     index: int
-    embedding: list[float] | str
+    embedding: list[float] | list[int] | str = Field(
+        description="Floats; a base64 string (encoding_format/embedding_type base64); or bytes as integers "
+        "(embedding_type binary: int8, ubinary: uint8)."
+    )
 
 
 class EmbeddingUsage(BaseModel):

@@ -18,8 +18,9 @@ from clipserve.api.protocol import (
     EmbeddingUsage,
     ErrorResponse,
 )
+from clipserve.service.embedding_options import check_jina_options
 from clipserve.service.embeddings import EmbeddingService
-from clipserve.service.encoding import encode_vector
+from clipserve.service.encoding import choose_encoding, encode_vector
 from clipserve.service.inputs import parse_request_items
 from clipserve.service.model_names import resolve_model_name
 from clipserve.service.pricing import Usage, usage_bound
@@ -41,8 +42,11 @@ async def create_embeddings(
 ) -> Response:
     model = resolve_model_name(body.model)
     service.check_dimensions(body.dimensions)
+    check_jina_options(normalized=body.normalized, late_chunking=body.late_chunking)
+    encoding = choose_encoding(body.encoding_format, body.embedding_type)
     items = await parse_off_the_loop(
-        request, lambda: parse_request_items(body.input, body.messages, context.input_limits)
+        request,
+        lambda: parse_request_items(body.input, body.messages, context.input_limits, body.modality),
     )
 
     async def produce() -> Answer:
@@ -50,7 +54,7 @@ async def create_embeddings(
         context.metrics.decode_seconds.observe(result.timings.decode_s)
         response = EmbeddingResponse(
             data=[
-                EmbeddingData(index=i, embedding=encode_vector(vector, body.encoding_format))
+                EmbeddingData(index=i, embedding=encode_vector(vector, encoding))
                 for i, vector in enumerate(result.vectors)
             ],
             model=model,

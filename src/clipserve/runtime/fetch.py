@@ -11,6 +11,7 @@ import asyncio
 import base64
 import binascii
 import ipaddress
+import re
 import socket
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -37,7 +38,8 @@ def is_remote_source(source: str) -> bool:
 def decode_inline_image(source: str, *, max_bytes: int) -> bytes:
     """The bytes of a data URI or raw base64 string."""
     payload = source
-    if source[:5].lower() == "data:":
+    is_data_uri = source[:5].lower() == "data:"
+    if is_data_uri:
         header, sep, payload = source.partition(",")
         if not sep or not header.lower().endswith(";base64"):
             raise InvalidImageError("image data URI must be base64-encoded: data:image/...;base64,<data>")
@@ -50,7 +52,24 @@ def decode_inline_image(source: str, *, max_bytes: int) -> bytes:
     try:
         return base64.b64decode(payload + "=" * (-len(payload) % 4), validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise InvalidImageError("image is neither an http(s) URL, a data URI, nor valid base64") from exc
+        raise InvalidImageError(_bad_base64(payload, is_data_uri)) from exc
+
+
+def _bad_base64(payload: str, in_data_uri: bool) -> str:
+    """What is wrong with a payload that is not base64: the first character that cannot be, or its padding."""
+    where = "the image data URI's payload (after the comma)" if in_data_uri else "the image"
+    bad = _NOT_BASE64.search(payload)
+    if bad is not None:
+        found = f"{bad.group()!r} at character {bad.start()}"
+        reason = f"{found}, which base64 does not use (standard alphabet A-Z a-z 0-9 + /, '=' padding only at the end)"
+    else:
+        reason = "its '=' padding is misplaced or its length is impossible for base64"
+    if in_data_uri:
+        return f"{where} is not valid base64: {reason}"
+    return f"{where} is not an http(s) URL or a data URI, and not valid base64: {reason}"
+
+
+_NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/=]")
 
 
 @dataclass(frozen=True)
