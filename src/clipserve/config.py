@@ -446,6 +446,17 @@ class Settings(BaseSettings):
         description="Open client connections; beyond it new connections get 503 and are closed at once "
         "(keep it under the process's file-descriptor limit, `ulimit -n`).",
     )
+    # browsers (issue 11): CORS, off unless origins are listed
+    cors_allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins (scheme://host[:port]) whose web pages may call the API (CORS), or '*' for any; "
+        "default none: CORS off, no Access-Control-* headers (a browser page on another origin is refused).",
+    )
+    cors_allow_credentials: bool = Field(
+        default=False,
+        description="Let pages send cookies and HTTP auth cross-origin (API keys in Authorization need no "
+        "credentials); never together with the origin '*'.",
+    )
 
     @model_validator(mode="after")
     def _queue_holds_a_full_request(self) -> Settings:
@@ -487,6 +498,28 @@ class Settings(BaseSettings):
                 ipaddress.ip_network(entry.strip(), strict=False)
             except ValueError:
                 raise ValueError(f"trusted_proxies: {entry!r} is not an IP address or CIDR network") from None
+        return self
+
+    @model_validator(mode="after")
+    def _cors_origins_are_origins(self) -> Settings:
+        from urllib.parse import urlsplit
+
+        for origin in self.cors_allowed_origins:
+            parts = urlsplit(origin)
+            if origin != "*" and (
+                parts.scheme not in ("http", "https")
+                or not parts.netloc
+                or origin != f"{parts.scheme}://{parts.netloc}"
+            ):
+                raise ValueError(
+                    f"cors_allowed_origins: {origin!r} is not an origin: write scheme://host[:port], no path or "
+                    "trailing slash (e.g. https://app.example.com), or '*'"
+                )
+        if self.cors_allow_credentials and "*" in self.cors_allowed_origins:
+            raise ValueError(
+                "cors_allow_credentials cannot be used with cors_allowed_origins '*' (any site could then act "
+                "with a visitor's cookies): list the origins instead"
+            )
         return self
 
     @property

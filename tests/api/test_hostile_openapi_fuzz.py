@@ -3,15 +3,14 @@ requests to every operation, with keys required (user key; admin key on admin ro
 
 Each response must keep the suite's property (tests/api/hostile_app.py: no 5xx, 4xx in the OpenAI error shape)
 and schemathesis' own checks where they hold for this API:
-- not_a_server_error, content_type_conformance, response_schema_conformance: on.
-- status_code_conformance: off. Every route can answer 401 (keys), 413 (body cap), 429 (limits) and 503
-  (overload) from shared middleware and dependencies, which FastAPI does not list per route; checking it would
-  flag the documented error model, not a defect.
+- not_a_server_error, content_type_conformance, response_schema_conformance, status_code_conformance: on
+  (api/openapi.py lists on each operation the error statuses its route can answer, with the error schema).
 - negative_data_rejection: off. Pydantic's lax mode accepts "5" for an integer and 1.0 for 1, which the schema
   calls invalid: not a defect. positive_data_acceptance: off. A request valid by schema is often refused on
   purpose (an unknown collection: 404; `input` is free-form in the schema but must be text or images).
 - the stateful and auth checks (use_after_free, ensure_resource_availability, ignored_auth, ...): off; the
-  schema declares no links or security schemes for them to follow.
+  schema declares no links for them to follow, and the suite's client sends the keys itself (in local mode
+  none is needed, which ignored_auth would flag).
 Bounded per operation by CLIPSERVE_FUZZ (ci: a few examples each; deep: many).
 """
 
@@ -29,12 +28,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 import clipserve.api
 from tests.api.hostile_app import HostileServer, dumps, examples
 
-CHECKS: list[Callable[..., Any]] = [not_a_server_error, content_type_conformance, response_schema_conformance]
+CHECKS: list[Callable[..., Any]] = [
+    not_a_server_error,
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+]
 
 
 def _schema(server: HostileServer) -> Any:

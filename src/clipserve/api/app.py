@@ -21,15 +21,20 @@ from clipserve.api import (
     routes_classify,
     routes_collections,
     routes_embeddings,
+    routes_hf,
     routes_models,
     routes_ops,
     routes_rank,
+    routes_rerank,
 )
-from clipserve.api.bodies import document_json_bodies
+from clipserve.api.api_docs import install_api_docs
+from clipserve.api.cors import install_cors
 from clipserve.api.dependencies import AppContext
 from clipserve.api.errors import install_error_handlers
 from clipserve.api.json_limits import JsonBodyParser
 from clipserve.api.middleware import RequestContextMiddleware
+from clipserve.api.openapi import install_openapi
+from clipserve.api.root_aliases import root_alias_router
 from clipserve.config import Settings
 from clipserve.metrics import ServiceMetrics
 from clipserve.model_card import HUB_ID
@@ -90,15 +95,20 @@ def create_app(settings: Settings, runtime: ClipRuntime, database: Database | No
         version=__version__,
         description="OpenAI-compatible CLIP embeddings (laion/CLIP-ViT-B-32-laion2B-s34B-b79K)",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc come from api_docs.py, with their assets served from this host
+        redoc_url=None,
     )
     app.state.context = context
     install_error_handlers(app)
     for module in (
         routes_embeddings, routes_classify, routes_rank, routes_collections, routes_models, routes_ops,
-        routes_account, routes_admin,
+        routes_account, routes_admin, routes_rerank, routes_hf,
     ):  # fmt: skip
         app.include_router(module.router)
-    document_json_bodies(app)
+    # /embeddings, /models: Infinity's clients call the root (/rerank is routes_rerank's own shape)
+    app.include_router(root_alias_router(routes_embeddings.router, routes_models.router))
+    install_openapi(app)
+    install_api_docs(app)
     app.add_middleware(
         RequestContextMiddleware,
         metrics=context.metrics,
@@ -109,6 +119,7 @@ def create_app(settings: Settings, runtime: ClipRuntime, database: Database | No
         app.add_middleware(
             ProxyHeadersMiddleware, trusted_hosts=trusted_proxy_hosts(settings.trusted_proxies)
         )
+    install_cors(app, settings)  # outermost: a preflight is answered before auth, limits or body caps
     return app
 
 

@@ -150,27 +150,16 @@ def _parse_and_validate(
     return body, validate_body(chosen, data)
 
 
-def document_json_bodies(app: FastAPI) -> None:
-    """Show the bodies routes read through JsonBody in the OpenAPI schema (FastAPI sees no body parameter)."""
-    generate = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        schema = generate()  # FastAPI's own, cached until the routes change; adding to it is idempotent
-        _add_request_bodies(app, schema)
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
-
-
-def _calls(dependant: Dependant) -> list[Any]:
+def dependency_calls(dependant: Dependant) -> list[Any]:
+    """Every dependency a route runs, nested ones too (what it reads and checks before the handler)."""
     calls: list[Any] = []
     for dependency in dependant.dependencies:
         calls.append(dependency.call)
-        calls.extend(_calls(dependency))
+        calls.extend(dependency_calls(dependency))
     return calls
 
 
-def _routes(app: FastAPI) -> list[tuple[str, set[str], APIRoute]]:
+def api_routes(app: FastAPI) -> list[tuple[str, set[str], APIRoute]]:
     """(full path, methods, route) of every API route, included routers too (FastAPI >= 0.116 nests them)."""
     iterate = getattr(fastapi.routing, "iter_route_contexts", None)
     found: list[tuple[str, set[str], APIRoute]] = []
@@ -182,10 +171,11 @@ def _routes(app: FastAPI) -> list[tuple[str, set[str], APIRoute]]:
     return found
 
 
-def _add_request_bodies(app: FastAPI, schema: dict[str, Any]) -> None:
+def add_request_bodies(app: FastAPI, schema: dict[str, Any]) -> None:
+    """Show the bodies routes read through JsonBody in the OpenAPI schema (FastAPI sees no body parameter)."""
     bodies: dict[tuple[str, str], tuple[type[BaseModel], ...]] = {}
-    for path, methods, route in _routes(app):
-        for call in _calls(route.dependant):
+    for path, methods, route in api_routes(app):
+        for call in dependency_calls(route.dependant):
             if isinstance(call, JsonBody) and call.documented:
                 for method in methods:
                     bodies[(path, method.lower())] = call.documented

@@ -92,7 +92,10 @@ async def usage(
     return usage_response(target, start, end, rows)
 
 
-@router.post("/v1/signup", response_model=NewKeyResponse, responses=_ERRORS)
+# 429: sign-ups per client address per day (signups_per_address_per_day)
+@router.post(
+    "/v1/signup", response_model=NewKeyResponse, responses={**_ERRORS, 429: {"model": ErrorResponse}}
+)
 async def sign_up(
     body: Annotated[SignupRequest, Depends(PublicJsonBody(SignupRequest))],
     request: Request,
