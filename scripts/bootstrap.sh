@@ -1,5 +1,5 @@
 # Sourced by serve.sh and test.sh: make .venv (Python 3.11) and install the project once per pyproject change.
-# Usage: source scripts/bootstrap.sh [EXTRAS]   e.g. "" or "[dev]"
+# Usage: source scripts/bootstrap.sh [EXTRAS]   e.g. "" or "[dev]" or "[dev,clients]"
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${CLIPSERVE_VENV:-$ROOT/.venv}"
