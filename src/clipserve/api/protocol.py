@@ -18,9 +18,10 @@ class RequestModel(BaseModel):
     """
 
     checked_per_item: ClassVar[frozenset[str]] = frozenset()
-    # True: a field the model does not declare is a 400 naming it, as the OpenAI API answers
-    # ("Unrecognized request argument supplied: foo"), instead of being ignored.
-    refuse_unknown_fields: ClassVar[bool] = False
+    # A field the model does not declare is a 400 naming it, as the OpenAI API answers ("Unrecognized request
+    # argument supplied: foo"), instead of being ignored: a misspelt option must not silently do nothing. A
+    # model that must tolerate fields it does not read sets this to False and says why.
+    refuse_unknown_fields: ClassVar[bool] = True
 
     @model_validator(mode="before")
     @classmethod
