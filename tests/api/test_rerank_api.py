@@ -175,11 +175,19 @@ async def test_root_aliases_answer_as_their_v1_routes(tiny_runtime, tmp_path: Pa
         models = (await client.get("/models")).json()
         card = (await client.get("/models/CLIP-ViT-B-32-laion2B-s34B-b79K")).json()
         missing = await client.get("/models/no-such-model")
-        assert models == (await client.get("/v1/models")).json()
+        openai_models = (await client.get("/v1/models")).json()
         schema = (await client.get("/openapi.json")).json()
     np.testing.assert_array_equal(vectors(root.json()), vectors(v1))
     assert root.json()["usage"] == v1["usage"]
     assert card["id"] == "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"
+    # /models is Infinity's shape (infinity-client requires `stats` and refuses any owner but "infinity"): the same
+    # model as /v1/models, with its queue as stats and no owner
+    (entry,) = models["data"]
+    assert models["object"] == "list"
+    assert entry["id"] == openai_models["data"][0]["id"]
+    assert entry["created"] == openai_models["data"][0]["created"]
+    assert entry["stats"] == {"queue_absolute": 0, "batch_size": 32}
+    assert "owned_by" not in entry
     assert missing.status_code == 404
     assert missing.json()["error"]["param"] == "model"
     # each operation is listed once, under /v1 (and the rerank shapes under their own paths)

@@ -106,7 +106,12 @@ def create_app(settings: Settings, runtime: ClipRuntime, database: Database | No
     ):  # fmt: skip
         app.include_router(module.router)
     # /embeddings, /models: Infinity's clients call the root (/rerank is routes_rerank's own shape)
-    app.include_router(root_alias_router(routes_embeddings.router, routes_models.router))
+    app.include_router(routes_models.infinity_router)  # GET /models in Infinity's shape
+    app.include_router(
+        root_alias_router(
+            routes_embeddings.router, routes_models.router, served_elsewhere=frozenset({"/models"})
+        )
+    )
     install_openapi(app)
     install_api_docs(app)
     app.add_middleware(

@@ -10,12 +10,15 @@ from fastapi import APIRouter
 from fastapi.routing import APIRoute
 
 
-def root_alias_router(*routers: APIRouter) -> APIRouter:
-    """Every /v1/... route of `routers` also at /..., with the router's own dependencies (e.g. auth)."""
+def root_alias_router(*routers: APIRouter, served_elsewhere: frozenset[str] = frozenset()) -> APIRouter:
+    """Every /v1/... route of `routers` also at /..., with the router's own dependencies (e.g. auth), except
+    the root paths in `served_elsewhere` (a root route of its own answers there)."""
     aliases = APIRouter(include_in_schema=False)
     for router in routers:
         for route in router.routes:
             if not isinstance(route, APIRoute) or not route.path.startswith("/v1/"):
+                continue
+            if route.path.removeprefix("/v1") in served_elsewhere:
                 continue
             aliases.add_api_route(
                 route.path.removeprefix("/v1"),

@@ -1,9 +1,9 @@
-"""GET /v1/models and /v1/models/{id}: the served model and its card."""
+"""GET /v1/models and /v1/models/{id}: the served model and its card; GET /models in Infinity's shape."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
@@ -15,6 +15,10 @@ from clipserve.runtime.weights import WeightsInfo, WeightsKind
 from clipserve.service.model_names import resolve_model_name
 
 router = APIRouter(tags=["models"], dependencies=[Depends(get_caller)])
+# Infinity's clients and litellm's infinity/ provider list models at the root, and infinity-client parses each
+# entry as Infinity's ModelInfo: `stats` required, `owned_by` either absent or "infinity". So /models answers in
+# that shape (the same model, its queue as `stats`, no owner); /v1/models stays OpenAI's.
+infinity_router = APIRouter(dependencies=[Depends(get_caller)], include_in_schema=False)
 
 
 def public_source(weights: WeightsInfo) -> str:
@@ -58,3 +62,23 @@ async def list_models(context: Annotated[AppContext, Depends(get_context)]) -> M
 async def retrieve_model(model_id: str, context: Annotated[AppContext, Depends(get_context)]) -> ModelCard:
     resolve_model_name(model_id)
     return _card(context)
+
+
+@infinity_router.get("/models")
+async def list_models_infinity_shape(context: Annotated[AppContext, Depends(get_context)]) -> dict[str, Any]:
+    card = _card(context)
+    queues = context.queues
+    queued = queues.images.depth + queues.texts.depth if queues is not None else 0
+    return {
+        "object": "list",
+        "data": [
+            {
+                "id": card.id,
+                "object": "model",
+                "created": card.created,
+                "backend": "clipserve",
+                "capabilities": ["embed", "image_embed", "rerank", "classify"],
+                "stats": {"queue_absolute": queued, "batch_size": context.settings.image_batch_size},
+            }
+        ],
+    }
