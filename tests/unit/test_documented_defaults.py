@@ -48,6 +48,7 @@ DESCRIBED: dict[str, tuple[str, Callable[[Settings], bool]]] = {
         ),
     ),
     "trusted_proxies": ("none", lambda s: s.trusted_proxies == []),
+    "cors_allowed_origins": ("none", lambda s: s.cors_allowed_origins == []),
     "vector_url": ("embedded", lambda s: s.vector_url is None),
 }
 # Flags a row names without stating their default.
