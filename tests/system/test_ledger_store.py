@@ -295,3 +295,23 @@ def test_concurrent_sign_ups_from_one_address_respect_the_limit(
 
     with ThreadPoolExecutor(10) as pool:
         assert sum(pool.map(attempt, range(10))) == 3
+
+
+def test_a_replica_that_started_a_moment_ago_has_its_holds_counted_at_once(
+    database: Database, clock: FakeClock
+) -> None:
+    # Replica A reads which instances are dead (and caches it for a second); replica B starts after that read and
+    # holds most of the credit. A's next admission, within the same second, must still see B's hold: it once kept
+    # a list of the *live* instances, which B was not on yet, and let three replicas overdraw an account (found
+    # by tests/system/test_postgres_replicas.py under load).
+    accounts = AccountStore(database, clock)
+    first = LedgerStore(database, clock)
+    account, key, _ = accounts.open_account("rae", 100)
+    first.admit(_admission(account.id, key.id, 10))  # A has read the instances (cached for a second)
+    second = LedgerStore(database, clock)  # B starts now: a new instance A has not seen
+    second.admit(_admission(account.id, key.id, 80))
+    with pytest.raises(InsufficientQuotaError):
+        first.admit(_admission(account.id, key.id, 20))  # 10 + 80 held: 10 left, not 90
+    first.purge_expired()  # nor may A's clean-up delete B's hold as if its process were dead
+    with pytest.raises(InsufficientQuotaError):
+        second.admit(_admission(account.id, key.id, 20))

@@ -96,21 +96,30 @@ def heartbeat(conn: Connection, me: Instance, now: datetime) -> None:
         register(conn, me, now)
 
 
-def live_instances(conn: Connection, me: Instance, now: datetime, liveness_s: float) -> set[str]:
-    """Ids of instances that heartbeat within `liveness_s`, less those in this process's pid scope whose
-    process is gone (so a restart after a crash frees their holds at once)."""
+def dead_instances(conn: Connection, me: Instance, now: datetime, liveness_s: float) -> set[str]:
+    """Ids of instances known to be gone: no heartbeat within `liveness_s`, or (in this process's pid scope) a
+    process that is no longer running, so a restart after a crash frees their holds at once.
+
+    Only the dead are named: an instance the caller has not seen yet (it registered a moment ago, after a cached
+    read) counts as alive, so its holds always count. Naming the living instead once let a replica that had read
+    the list a second before another replica started ignore that replica's holds, and overdraw an account."""
     cutoff = now - timedelta(seconds=liveness_s)
     rows = conn.execute(
-        select(instances.c.id, instances.c.pid, instances.c.pid_scope, instances.c.pid_started).where(
-            instances.c.heartbeat_at > cutoff
-        )
+        select(
+            instances.c.id,
+            instances.c.pid,
+            instances.c.pid_scope,
+            instances.c.pid_started,
+            instances.c.heartbeat_at,
+        ).where(instances.c.id != me.id)
     ).all()
-    live = {me.id}
-    for instance_id, pid, scope, started in rows:
-        if me.pid_scope is not None and scope == me.pid_scope and not process_is_running(pid, started):
-            continue
-        live.add(instance_id)
-    return live
+    dead: set[str] = set()
+    for instance_id, pid, scope, started, heartbeat_at in rows:
+        if heartbeat_at <= cutoff or (
+            me.pid_scope is not None and scope == me.pid_scope and not process_is_running(pid, started)
+        ):
+            dead.add(instance_id)
+    return dead
 
 
 def forget_stopped(conn: Connection, now: datetime) -> None:

@@ -29,7 +29,7 @@ from clipserve.store.schema import accounts, holds, idempotency, ledger, rate_wi
 _HELD = select(func.coalesce(func.sum(holds.c.amount_micros), 0)).where(
     holds.c.account_id == bindparam("account_id"),
     holds.c.expires_at > bindparam("now"),
-    holds.c.instance_id.in_(bindparam("live", expanding=True)),
+    holds.c.instance_id.not_in(bindparam("dead", expanding=True)),
 )
 _INSERT_HOLD = insert(holds)
 _DELETE_HOLD = delete(holds).where(holds.c.charge_id == bindparam("charge_id"))
@@ -118,7 +118,7 @@ class LedgerStore:
         self.instance = instance or Instance()
         self._registered = False
         self._registration = threading.Lock()
-        self._live_cache: tuple[datetime | None, set[str]] = (None, set())
+        self._dead_cache: tuple[datetime | None, set[str]] = (None, set())
 
     def heartbeat(self) -> None:
         """Say this process is alive (registers it the first time); its holds count while it does."""
@@ -127,15 +127,16 @@ class LedgerStore:
                 instances.heartbeat(conn, self.instance, self.clock())
             self._registered = True
 
-    def _live(self, conn: Connection, now: datetime) -> set[str]:
-        """Live instance ids, re-read at most once a second (a second of staleness changes nothing that
-        matters: liveness is judged over tens of seconds)."""
-        cached_at, live = self._live_cache
+    def _dead(self, conn: Connection, now: datetime) -> set[str]:
+        """Ids of instances known to be dead, re-read at most once a second. Stale only ever in the safe
+        direction: an instance that died within the second still counts (its holds too), and one that started
+        within it is not named, so it counts from its first hold."""
+        cached_at, dead = self._dead_cache
         if cached_at is not None and timedelta(0) <= now - cached_at < timedelta(seconds=1):
-            return live
-        live = instances.live_instances(conn, self.instance, now, self.timeouts.instance_liveness_s)
-        self._live_cache = (now, live)
-        return live
+            return dead
+        dead = instances.dead_instances(conn, self.instance, now, self.timeouts.instance_liveness_s)
+        self._dead_cache = (now, dead)
+        return dead
 
     def admit(self, request: AdmissionRequest) -> Admitted:
         """Check limits and credit and reserve the estimate, in one transaction; raises when refused."""
@@ -146,9 +147,9 @@ class LedgerStore:
         # admission need not wait for the disk; the charge (settle) does.
         with self.db.write(durable=False) as conn:
             balance = lock_account(conn, request.account_id)
-            live = self._live(conn, now)
+            dead = self._dead(conn, now)
             if request.idempotency_key is not None:
-                replay = self._earlier_answer(conn, request, now, live)
+                replay = self._earlier_answer(conn, request, now, dead)
                 if replay is not None:
                     requests, images = self._rate_checks(conn, request, now, 0, 0)
                     return Admitted(requests, images, replay)
@@ -158,7 +159,7 @@ class LedgerStore:
                 if not outcome.allowed:
                     raise _rate_limited(name, outcome, request, rate_limit_headers(requests, images))
             held = conn.execute(
-                _HELD, {"account_id": request.account_id, "now": now, "live": sorted(live)}
+                _HELD, {"account_id": request.account_id, "now": now, "dead": sorted(dead)}
             ).scalar_one()
             available = balance - int(held)
             if available < request.estimate_micros:
@@ -322,8 +323,8 @@ class LedgerStore:
         now = self.clock()
         minute = int(now.timestamp() // 60)
         with self.db.write() as conn:
-            live = self._live(conn, now)
-            conn.execute(delete(holds).where((holds.c.expires_at <= now) | holds.c.instance_id.not_in(live)))
+            dead = self._dead(conn, now)
+            conn.execute(delete(holds).where((holds.c.expires_at <= now) | holds.c.instance_id.in_(dead)))
             instances.forget_stopped(conn, now)
             conn.execute(delete(idempotency).where(idempotency.c.expires_at <= now))
             conn.execute(delete(rate_windows).where(rate_windows.c.minute < minute - 1))
@@ -331,7 +332,7 @@ class LedgerStore:
     # internals (inside the admission transaction)
 
     def _earlier_answer(
-        self, conn: Connection, request: AdmissionRequest, now: datetime, live: set[str]
+        self, conn: Connection, request: AdmissionRequest, now: datetime, dead: set[str]
     ) -> StoredResponse | None:
         row = (
             conn.execute(
@@ -345,7 +346,7 @@ class LedgerStore:
         )
         if row is None:
             return None
-        abandoned = row["state"] == "pending" and row["instance_id"] not in live  # its process died
+        abandoned = row["state"] == "pending" and row["instance_id"] in dead  # its process died
         if row["expires_at"] <= now or abandoned:
             conn.execute(
                 delete(idempotency).where(
