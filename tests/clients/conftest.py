@@ -6,6 +6,7 @@ fetched here with plain HTTP (float format), so a client that silently embeds th
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -18,6 +19,10 @@ import pytest
 
 from tests.support import TINY_CONFIG, data_uri, encode_image, gradient_image
 from tests.system.conftest import ServerProcess, start_server
+
+# litellm fetches its model price map from GitHub at import unless told to use the copy it ships: offline that is
+# three failing attempts with back-off on every import.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 MODEL = "CLIP-ViT-B-32-laion2B-s34B-b79K"
 TEXTS = ["a photo of a cat", "a dog on a sofa"]
