@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
@@ -12,7 +12,7 @@ from clipserve.api.dependencies import AppContext, get_context, get_rank_service
 from clipserve.api.headers import timing_headers
 from clipserve.api.metering import Answer, metered_response
 from clipserve.api.protocol import ErrorResponse, RankRequest, RankResponse, RankResult, RankUsage
-from clipserve.service.inputs import parse_item, parse_items
+from clipserve.service.inputs import InputItem, parse_item, parse_items
 from clipserve.service.model_names import resolve_model_name
 from clipserve.service.pricing import Usage, usage_bound
 from clipserve.service.rank import RankService
@@ -33,13 +33,7 @@ async def rank(
     service: Annotated[RankService, Depends(get_rank_service)],
 ) -> Response:
     model = resolve_model_name(body.model)
-    query, documents = await parse_off_the_loop(
-        request,
-        lambda: (
-            parse_item(body.query, "query", context.input_limits),
-            parse_items(body.documents, "documents", context.input_limits),
-        ),
-    )
+    query, documents = await parse_query_and_documents(request, body.query, body.documents, context)
 
     async def produce() -> Answer:
         result = await service.rank(query, documents, body.top_n, caller.account)
@@ -68,3 +62,16 @@ async def rank(
 def _document(raw: object) -> object:
     """The document as the caller sent it; a bare string becomes {"text": ...} as in Cohere's shape."""
     return {"text": raw} if isinstance(raw, str) else raw
+
+
+async def parse_query_and_documents(
+    request: Request, query: Any, documents: list[Any], context: AppContext
+) -> tuple[InputItem, list[InputItem]]:
+    """The query and documents of a rank or rerank body as input items (off the loop for a large body)."""
+    return await parse_off_the_loop(
+        request,
+        lambda: (
+            parse_item(query, "query", context.input_limits),
+            parse_items(documents, "documents", context.input_limits),
+        ),
+    )

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel
 
 from clipserve.api.auth import CallerDep
-from clipserve.api.bodies import JsonBody, parse_off_the_loop
+from clipserve.api.bodies import JsonBody
 from clipserve.api.dependencies import AppContext, get_context, get_rank_service
 from clipserve.api.headers import timing_headers
 from clipserve.api.metering import Answer, metered_response
@@ -31,8 +31,9 @@ from clipserve.api.protocol_rerank import (
     JinaRerankResponse,
     RerankResult,
 )
+from clipserve.api.routes_rank import parse_query_and_documents
 from clipserve.service.auth import Caller
-from clipserve.service.inputs import InputItem, TextItem, parse_item, parse_items
+from clipserve.service.inputs import InputItem, TextItem
 from clipserve.service.model_names import resolve_model_name
 from clipserve.service.pricing import Usage, usage_bound
 from clipserve.service.rank import RankResult, RankService
@@ -95,13 +96,7 @@ async def _rerank(
     shape: Shape,
 ) -> Response:
     model = resolve_model_name(body.model)
-    query, documents = await parse_off_the_loop(
-        request,
-        lambda: (
-            parse_item(body.query, "query", context.input_limits),
-            parse_items(body.documents, "documents", context.input_limits),
-        ),
-    )
+    query, documents = await parse_query_and_documents(request, body.query, body.documents, context)
 
     async def produce() -> Answer:
         result = await service.rank(query, documents, body.top_n, caller.account)
