@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +24,12 @@ async def test_the_objects_alive_when_warm_are_frozen_until_shutdown(
         # torch, the model, the tokenizer's vocabulary and the libraries: far more than traffic leaves behind
         assert frozen > 100_000
         assert frozen > 10 * len(gc.get_objects(generation=2))
-        started = time.perf_counter()
-        gc.collect()
-        full_scan_s = time.perf_counter() - started
-    assert gc.get_freeze_count() == 0  # given back at shutdown
-    started = time.perf_counter()
-    gc.collect()
-    unfrozen_scan_s = time.perf_counter() - started
-    assert full_scan_s < unfrozen_scan_s / 3  # what the freeze is for: the scan skips them
+        # what the freeze is for: a full collection scans only the objects it tracks, and the frozen ones are not
+        # among them (the time it saves is bench/gc_pause.py's to measure, not a test's)
+        scanned_while_frozen = len(gc.get_objects())
+        assert frozen > 10 * scanned_while_frozen
+    assert gc.get_freeze_count() == 0  # given back at shutdown: the collector scans them again
+    assert len(gc.get_objects()) > scanned_while_frozen + frozen // 2
 
 
 def test_the_freeze_is_on_by_default() -> None:
