@@ -1,4 +1,4 @@
-"""Shared fixtures. Tests are marked by folder: unit, api, parity, system (`pytest -m unit` runs the fast ones)."""
+"""Shared fixtures. Tests are marked by folder: unit, api, parity, system, browser (`pytest -m unit` runs the fast ones)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from tests.support import PHOTO_FILES, TINY_CONFIG, photo_path
 
 TESTS = Path(__file__).parent
-FOLDER_MARKS = ("unit", "api", "parity", "system")
+FOLDER_MARKS = ("unit", "api", "parity", "system", "browser")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
