@@ -457,6 +457,84 @@ class Settings(BaseSettings):
         description="Let pages send cookies and HTTP auth cross-origin (API keys in Authorization need no "
         "credentials); never together with the origin '*'.",
     )
+    # web pages and sign-in (issue 12): sessions, throttling, password hashing (docs/security.md)
+    web_pages_enabled: bool = Field(
+        default=True,
+        description="Serve the web pages (model page, sign-in, console, playground, admin); off: only the JSON "
+        "API.",
+    )
+    session_idle_s: float = Field(
+        default=28_800.0,
+        gt=0,
+        le=366 * 86_400,
+        description="A web session unused this long ends (8 hours): a forgotten browser does not stay signed "
+        "in.",
+    )
+    session_max_age_s: float = Field(
+        default=604_800.0,
+        gt=0,
+        le=366 * 86_400,
+        description="A web session ends this long after sign-in whatever its use (7 days): a stolen cookie "
+        "works for a bounded time.",
+    )
+    session_cookie_secure: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="The session cookie's Secure flag: auto sets it when the request came over https (after "
+        "trusted-proxy handling), always/never force it.",
+    )
+    signin_failures_per_account: int = Field(
+        default=5,
+        ge=1,
+        le=10_000,
+        description="Failed sign-ins per email within the throttle window before further tries get 429 "
+        "(password guessing against one account).",
+    )
+    signin_failures_per_address: int = Field(
+        default=20,
+        ge=1,
+        le=100_000,
+        description="Failed sign-ins per client network within the throttle window before further tries get "
+        "429 (guessing across many accounts).",
+    )
+    signin_throttle_window_s: float = Field(
+        default=900.0,
+        gt=0,
+        le=86_400,
+        description="The window over which failed sign-ins are counted (15 minutes).",
+    )
+    password_min_length: int = Field(
+        default=8,
+        ge=1,
+        le=256,
+        description="Shortest password a web sign-up accepts (NIST SP 800-63B's minimum; the longest is 256).",
+    )
+    password_hash_concurrency: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Password hashes (argon2id, 64 MiB each) computed at once, off the event loop.",
+    )
+    password_hash_queue: int = Field(
+        default=64,
+        ge=0,
+        le=100_000,
+        description="Sign-ins waiting for a password hash; beyond it 503 with Retry-After: 1 (bounded memory "
+        "and latency under a sign-in flood).",
+    )
+    password_hash_time_cost: int = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description="argon2id passes (RFC 9106 low-memory profile: 3); existing hashes are upgraded at the "
+        "next sign-in when it changes.",
+    )
+    password_hash_memory_kib: int = Field(
+        default=65_536,
+        ge=32,
+        le=4_194_304,
+        description="argon2id memory per hash in KiB (RFC 9106 low-memory profile: 64 MiB); lower only for "
+        "tests or tiny machines.",
+    )
 
     @model_validator(mode="after")
     def _queue_holds_a_full_request(self) -> Settings:

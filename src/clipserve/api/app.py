@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
+from argon2 import PasswordHasher
 from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -50,14 +51,19 @@ from clipserve.service.embeddings import EmbeddingService, ImageLimits
 from clipserve.service.encoder_queues import EncoderQueues
 from clipserve.service.inputs import InputLimits
 from clipserve.service.metering import Meter, RateLimitDefaults
-from clipserve.service.pricing import PriceTable
+from clipserve.service.passwords import PasswordHashing, argon2id_hasher
+from clipserve.service.pricing import PriceTable, dollars_to_micros
 from clipserve.service.prompt_cache import PromptCache
 from clipserve.service.prompts import PromptEncoder
 from clipserve.service.rank import RankService
+from clipserve.service.signin_throttle import SigninThrottle, ThrottleLimits
+from clipserve.service.web_accounts import SignupPolicy, WebAccounts
 from clipserve.store.accounts import AccountStore
 from clipserve.store.collections import CollectionCatalogue
 from clipserve.store.database import Database
 from clipserve.store.ledger import LedgerStore, LedgerTimeouts
+from clipserve.store.logins import LoginStore
+from clipserve.store.web_sessions import SessionLifetimes, WebSessionStore
 from clipserve.vectors.base import VectorStore
 from clipserve.vectors.embedded import EmbeddedVectorStore
 from clipserve.vectors.memory_index import AnnSettings
@@ -70,8 +76,14 @@ PURGE_INTERVAL_S = 300.0
 RANDOM_WEIGHTS_HEADER = ("x-clipserve-weights", "random; embeddings are meaningless")
 
 
-def create_app(settings: Settings, runtime: ClipRuntime, database: Database | None = None) -> FastAPI:
-    """The HTTP app around an already-loaded runtime; the database defaults to settings.database_url."""
+def create_app(
+    settings: Settings,
+    runtime: ClipRuntime,
+    database: Database | None = None,
+    password_hasher: PasswordHasher | None = None,
+) -> FastAPI:
+    """The HTTP app around an already-loaded runtime; the database defaults to settings.database_url, the
+    password hasher to argon2id with the settings' costs."""
     context = AppContext(
         settings=settings,
         runtime=runtime,
@@ -85,7 +97,7 @@ def create_app(settings: Settings, runtime: ClipRuntime, database: Database | No
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         context.body_parser = JsonBodyParser.from_settings(settings)
         try:
-            async with _open_accounts(context), _running_services(context):
+            async with _open_accounts(context, password_hasher), _running_services(context):
                 yield
         finally:
             context.body_parser.close()
@@ -129,7 +141,9 @@ def create_app(settings: Settings, runtime: ClipRuntime, database: Database | No
 
 
 @asynccontextmanager
-async def _open_accounts(context: AppContext) -> AsyncIterator[None]:
+async def _open_accounts(
+    context: AppContext, password_hasher: PasswordHasher | None = None
+) -> AsyncIterator[None]:
     """The store (migrated), the authenticator and the meter, with their own small thread pool."""
     settings = context.settings
     owned = context.database is None
@@ -159,6 +173,7 @@ async def _open_accounts(context: AppContext) -> AsyncIterator[None]:
         ),
         pool,
     )
+    context.web_accounts = _web_accounts(context, accounts, password_hasher, pool)
     required = await context.authenticator.auth_required()
     logger.info(
         "accounts database %s; authentication %s",
@@ -182,9 +197,47 @@ async def _open_accounts(context: AppContext) -> AsyncIterator[None]:
         context.vectors.close()
         context.vector_pool.shutdown(wait=True)
         upkeep_thread.shutdown(wait=True)
+        context.web_accounts.close()
         pool.shutdown(wait=True)
         if owned:
             database.close()
+
+
+def _web_accounts(
+    context: AppContext,
+    accounts: AccountStore,
+    password_hasher: PasswordHasher | None,
+    pool: ThreadPoolExecutor,
+) -> WebAccounts:
+    settings = context.settings
+    logins = LoginStore(accounts)
+    hasher = password_hasher or argon2id_hasher(
+        settings.password_hash_time_cost, settings.password_hash_memory_kib
+    )
+    authenticator = context.authenticator
+    return WebAccounts(
+        logins,
+        WebSessionStore(
+            accounts.db, SessionLifetimes(settings.session_idle_s, settings.session_max_age_s), accounts.clock
+        ),
+        PasswordHashing(hasher, settings.password_hash_concurrency, settings.password_hash_queue),
+        SigninThrottle(
+            logins,
+            ThrottleLimits(
+                settings.signin_failures_per_account,
+                settings.signin_failures_per_address,
+                settings.signin_throttle_window_s,
+            ),
+        ),
+        SignupPolicy(
+            settings.signup_enabled,
+            dollars_to_micros(settings.signup_credit),
+            settings.signups_per_address_per_day,
+            settings.password_min_length,
+        ),
+        pool,
+        on_key_created=authenticator.key_created if authenticator is not None else lambda: None,
+    )
 
 
 def open_vector_store(settings: Settings, database: Database) -> VectorStore:

@@ -23,6 +23,7 @@ from clipserve.service.encoder_queues import EncoderQueues
 from clipserve.service.inputs import InputLimits
 from clipserve.service.metering import Meter
 from clipserve.service.rank import RankService
+from clipserve.service.web_accounts import WebAccounts
 from clipserve.store.accounts import AccountStore
 from clipserve.store.database import Database
 from clipserve.store.ledger import LedgerStore
@@ -55,6 +56,7 @@ class AppContext:
     vectors: VectorStore | None = None
     collections: CollectionService | None = None
     body_parser: JsonBodyParser | None = None  # large JSON bodies (api/bodies.py)
+    web_accounts: WebAccounts | None = None  # web logins and sessions (issue 12)
     ready: bool = False
     started_at: int = field(default=0)
 
@@ -88,6 +90,10 @@ def get_accounts(request: Request) -> AccountStore:
 
 def get_ledger(request: Request) -> LedgerStore:
     return _started(get_context(request).ledger)
+
+
+def get_web_accounts(request: Request) -> WebAccounts:
+    return _started(get_context(request).web_accounts)
 
 
 def get_collection_service(request: Request) -> CollectionService:

@@ -96,10 +96,13 @@ class AccountStore:
         with self.db.read() as conn:
             return self._key(conn, key_id)
 
-    def list_keys(self, account_id: int | None = None) -> list[KeyRecord]:
+    def list_keys(self, account_id: int | None = None, *, console: bool = True) -> list[KeyRecord]:
+        """Keys by id (oldest first); `console=False` leaves out web logins' hidden console keys."""
         query = select(api_keys).order_by(api_keys.c.id)
         if account_id is not None:
             query = query.where(api_keys.c.account_id == account_id)
+        if not console:
+            query = query.where(api_keys.c.is_console.is_(False))
         with self.db.read() as conn:
             return [KeyRecord(**row) for row in conn.execute(query).mappings()]
 
@@ -136,30 +139,73 @@ class AccountStore:
         per_address_per_day: int,
     ) -> tuple[AccountRecord, KeyRecord, str]:
         """A new account + key with the free credit, unless this address signed up too often today."""
-        now = self.clock()
         with self.db.write() as conn:
-            if not self.db.is_sqlite:  # SQLite's BEGIN IMMEDIATE already serializes; Postgres needs a lock
-                conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:address))"), {"address": address})
-            since = now - timedelta(days=1)
-            recent = conn.execute(
-                select(signups.c.created_at)
-                .where(signups.c.address == address, signups.c.created_at > since)
-                .order_by(signups.c.created_at)
-            ).scalars()
-            times = list(recent)
-            if len(times) >= per_address_per_day:
-                retry = (times[0] + timedelta(days=1) - now).total_seconds()
-                raise RateLimitExceededError(
-                    f"this address signed up {len(times)} times in the last 24 hours; the limit is "
-                    f"{per_address_per_day}", limit_name="requests", retry_after_s=max(1.0, retry),
-                )  # fmt: skip
-            account_id = self._insert_account(conn, name)
-            if credit_micros:
-                self._grant(conn, account_id, credit_micros, "sign-up credit")
+            account_id = self.admit_signup(conn, address, name, credit_micros, per_address_per_day)
             new = generate_key()
             key_id = self._insert_key(conn, account_id, new, name, KeyOptions())
-            conn.execute(insert(signups).values(address=address, account_id=account_id, created_at=now))
             return self._account(conn, account_id), self._key(conn, key_id), new.plaintext
+
+    def signups_left(self, address: str, per_address_per_day: int) -> None:
+        """Raise RateLimitExceededError when this address is at its sign-up limit (a read, no lock: the
+        transaction that signs up checks again)."""
+        with self.db.read() as conn:
+            self._check_signup_address(conn, address, per_address_per_day, self.clock())
+
+    def admit_signup(
+        self, conn: Connection, address: str, name: str, credit_micros: int, per_address_per_day: int
+    ) -> int:
+        """Inside a write transaction: check the address's sign-ups in the last 24 hours (shared by /v1/signup
+        and the web sign-up), then create the account with its free credit and count the sign-up."""
+        now = self.clock()
+        if not self.db.is_sqlite:  # SQLite's BEGIN IMMEDIATE already serializes; Postgres needs a lock
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:address))"), {"address": address})
+        self._check_signup_address(conn, address, per_address_per_day, now)
+        account_id = self._insert_account(conn, name)
+        if credit_micros:
+            self._grant(conn, account_id, credit_micros, "sign-up credit")
+        conn.execute(insert(signups).values(address=address, account_id=account_id, created_at=now))
+        return account_id
+
+    def _check_signup_address(
+        self, conn: Connection, address: str, per_address_per_day: int, now: datetime
+    ) -> None:
+        since = now - timedelta(days=1)
+        recent = conn.execute(
+            select(signups.c.created_at)
+            .where(signups.c.address == address, signups.c.created_at > since)
+            .order_by(signups.c.created_at)
+        ).scalars()
+        times = list(recent)
+        if len(times) >= per_address_per_day:
+            retry = (times[0] + timedelta(days=1) - now).total_seconds()
+            raise RateLimitExceededError(
+                f"this address signed up {len(times)} times in the last 24 hours; the limit is "
+                f"{per_address_per_day}", limit_name="requests", retry_after_s=max(1.0, retry),
+            )  # fmt: skip
+
+    # console keys (web logins, issue 12)
+
+    def ensure_console_key(self, conn: Connection, account_id: int, is_admin: bool) -> KeyRecord:
+        """Inside a write transaction: the account's console key, created if missing, its admin flag set to
+        the login's. Its secret is generated and discarded: nobody can ever present it as a Bearer key."""
+        row = (
+            conn.execute(
+                select(api_keys)
+                .where(api_keys.c.account_id == account_id, api_keys.c.is_console.is_(True))
+                .order_by(api_keys.c.id)
+            )
+            .mappings()
+            .first()
+        )
+        if row is None:
+            key_id = self._insert_key(
+                conn, account_id, generate_key(), "console", KeyOptions(is_admin=is_admin), console=True
+            )
+            return self._key(conn, key_id)
+        if bool(row["is_admin"]) != is_admin:
+            conn.execute(update(api_keys).where(api_keys.c.id == row["id"]).values(is_admin=is_admin))
+            return self._key(conn, int(row["id"]))
+        return KeyRecord(**row)
 
     # internals (inside a transaction)
 
@@ -172,7 +218,14 @@ class AccountStore:
         return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     def _insert_key(
-        self, conn: Connection, account_id: int, new: NewKey, name: str, options: KeyOptions
+        self,
+        conn: Connection,
+        account_id: int,
+        new: NewKey,
+        name: str,
+        options: KeyOptions,
+        *,
+        console: bool = False,
     ) -> int:
         result = conn.execute(
             insert(api_keys).values(
@@ -185,6 +238,7 @@ class AccountStore:
                 expires_at=options.expires_at,
                 requests_per_minute=options.requests_per_minute,
                 images_per_minute=options.images_per_minute,
+                is_console=console,
             )
         )
         return int(result.inserted_primary_key[0])  # type: ignore[index]

@@ -40,6 +40,7 @@ class KeyRecord:
     revoked_at: datetime | None
     requests_per_minute: int | None
     images_per_minute: int | None
+    is_console: bool = False  # a web login's hidden metering key (never presented, never listed)
 
     def status(self, now: datetime) -> Literal["active", "revoked", "expired"]:
         if self.revoked_at is not None:
@@ -76,3 +77,40 @@ class LedgerAudit:
             and self.granted_micros == self.ledger_grants_micros
             and self.charged_micros == self.ledger_charges_micros
         )
+
+
+@dataclass(frozen=True)
+class LoginRecord:
+    id: int
+    account_id: int
+    email: str
+    password_hash: str
+    is_admin: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class WebSessionRecord:
+    """A stored web session (the row holds the token's SHA-256 only)."""
+
+    id_sha256: bytes
+    login_id: int
+    account_id: int
+    csrf_token: str
+    created_at: datetime
+    last_seen_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class ChargeRow:
+    """One ledger charge as the console lists it."""
+
+    id: int
+    created_at: datetime
+    endpoint: str
+    images: int
+    tokens: int
+    cost_micros: int
+    request_id: str | None
+    key_name: str | None

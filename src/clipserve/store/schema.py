@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData()
@@ -76,6 +77,8 @@ api_keys = Table(
     Column("revoked_at", UtcDateTime(), nullable=True),
     Column("requests_per_minute", Integer, nullable=True),
     Column("images_per_minute", Integer, nullable=True),
+    # A web login's hidden key: meters session callers; its secret was discarded, so it is never a Bearer key.
+    Column("is_console", Boolean, nullable=False, default=False, server_default=false()),
 )
 
 # Append-only: grants are positive, charges negative. One charge per request id (unique), so a retry of the
@@ -198,4 +201,42 @@ collection_items = Table(
     Column("vector", LargeBinary, nullable=False),  # 512 little-endian float32
     Column("metadata_json", Text, nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+
+# Web sign-in (issue 12): one login (email + argon2id hash) per account, server-side sessions stored by the
+# SHA-256 of their cookie token (the database never holds a usable token), and failed sign-ins, shared by
+# replicas for throttling.
+logins = Table(
+    "logins",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False, unique=True),
+    Column("email", String(254), nullable=False, unique=True),  # lowercased
+    Column("password_hash", String(255), nullable=False),
+    Column("is_admin", Boolean, nullable=False, default=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+)
+
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("id_sha256", LargeBinary(32), primary_key=True),
+    Column("login_id", Integer, ForeignKey("logins.id"), nullable=False),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("last_seen_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),  # absolute expiry
+)
+
+signin_failures = Table(
+    "signin_failures",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("email", String(254), nullable=True),
+    Column("address", String(64), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Index("ix_signin_failures_email_created", "email", "created_at"),
+    Index("ix_signin_failures_address_created", "address", "created_at"),
 )
