@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
 from collections.abc import Callable
@@ -20,16 +21,26 @@ from clipserve.api.protocol_accounts import (
     MAX_RECORD_ID,
 )
 from clipserve.config import Settings
-from clipserve.errors import ClipserveError
+from clipserve.errors import ClipserveError, InvalidRequestError
 from clipserve.service.api_keys import display_prefix
+from clipserve.service.passwords import argon2id_hasher
 from clipserve.service.pricing import MICROS_PER_DOLLAR, dollars_to_micros, micros_to_dollars
 from clipserve.service.text_checks import has_lone_surrogate
+from clipserve.service.web_accounts import check_password_length as _check_password
+from clipserve.service.web_accounts import normalize_email
 from clipserve.store.accounts import AccountStore
 from clipserve.store.database import Database
 from clipserve.store.ledger import LedgerStore
+from clipserve.store.logins import LoginStore
 from clipserve.store.records import KeyOptions
 
 STORE_SETTINGS = ("data_dir", "database_url", "log_level")
+LOGIN_SETTINGS = (
+    *STORE_SETTINGS,
+    "password_min_length",
+    "password_hash_time_cost",
+    "password_hash_memory_kib",
+)
 MAX_USAGE_DAYS = 3660  # `keys usage --days`: ten years of daily rows is still a short report
 Handler = Callable[[AccountStore, LedgerStore, argparse.Namespace], int]
 
@@ -86,6 +97,17 @@ def add_keys_commands(
         add_settings(parser, STORE_SETTINGS)
         parser.set_defaults(handler=run_keys)
 
+    login = actions.add_parser(
+        "login",
+        help="give an existing account a web login (email + password); the password is read from stdin when "
+        "it is not a terminal, else asked twice",
+    )
+    login.add_argument("--account", type=_record_id, required=True, help="account id")
+    login.add_argument("--email", type=_email, required=True, help="the email to sign in with")
+    login.add_argument("--admin", action="store_true", help="the login may use the admin page and routes")
+    add_settings(login, LOGIN_SETTINGS)
+    login.set_defaults(handler=run_login)
+
 
 def run_keys(settings: Settings, args: argparse.Namespace) -> int:
     database = Database(settings.resolved_database_url)
@@ -101,6 +123,38 @@ def run_keys(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     finally:
         database.close()
+
+
+def run_login(settings: Settings, args: argparse.Namespace) -> int:
+    """`keys login`: the password never appears in argv (read from stdin, or asked on the terminal)."""
+    try:
+        password = _read_password()
+        _check_password(password, settings.password_min_length)
+    except ClipserveError as exc:
+        print(f"clipserve: error: {exc.message}", file=sys.stderr)
+        return 1
+    hasher = argon2id_hasher(settings.password_hash_time_cost, settings.password_hash_memory_kib)
+    password_hash = hasher.hash(password)
+
+    def add(accounts: AccountStore, _ledger: LedgerStore, _args: argparse.Namespace) -> int:
+        login = LoginStore(accounts).add_login(args.account, args.email, password_hash, args.admin)
+        print(
+            f"account {login.account_id} can now sign in as {login.email}{' (admin)' if login.is_admin else ''}",
+            file=sys.stderr,
+        )
+        return 0
+
+    args.keys_handler = add
+    return run_keys(settings, args)
+
+
+def _read_password() -> str:
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise InvalidRequestError("the two passwords differ")
+    return first
 
 
 # argparse value types: a bad value is one line on stderr and exit code 2 (cli.OneLineArgumentParser), and
@@ -174,6 +228,13 @@ def _key_reference(value: str) -> str:
     if value.isdigit():
         _record_id(value)
     return _text(value, 200, "a key id or label")
+
+
+def _email(value: str) -> str:
+    try:
+        return normalize_email(value)
+    except ClipserveError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r}: {exc.message}") from exc
 
 
 def _name(value: str) -> str:

@@ -18,6 +18,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from clipserve import __version__
 from clipserve.api import (
     routes_account,
+    routes_account_keys,
     routes_admin,
     routes_classify,
     routes_collections,
@@ -67,6 +68,7 @@ from clipserve.store.web_sessions import SessionLifetimes, WebSessionStore
 from clipserve.vectors.base import VectorStore
 from clipserve.vectors.embedded import EmbeddedVectorStore
 from clipserve.vectors.memory_index import AnnSettings
+from clipserve.web import install_web
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +116,7 @@ def create_app(
     install_error_handlers(app)
     for module in (
         routes_embeddings, routes_classify, routes_rank, routes_collections, routes_models, routes_ops,
-        routes_account, routes_admin, routes_rerank, routes_hf,
+        routes_account, routes_admin, routes_rerank, routes_hf, routes_account_keys,
     ):  # fmt: skip
         app.include_router(module.router)
     # /embeddings, /models: Infinity's clients call the root (/rerank is routes_rerank's own shape)
@@ -126,6 +128,8 @@ def create_app(
     )
     install_openapi(app)
     install_api_docs(app)
+    if settings.web_pages_enabled:  # the site at / (clipserve/web): pages over this same JSON API
+        install_web(app, settings)
     app.add_middleware(
         RequestContextMiddleware,
         metrics=context.metrics,

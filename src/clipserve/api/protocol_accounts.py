@@ -163,3 +163,52 @@ class BillingUsage(BaseModel):
     object: Literal["list"] = "list"
     daily_costs: list[DailyCost]
     total_usage: float
+
+
+# the console's account, keys and requests (issue 12: GET /v1/account, /v1/account/keys, /v1/account/requests)
+class LoginInfo(BaseModel):
+    email: str
+    is_admin: bool
+
+
+class PriceInfo(BaseModel):
+    per_1k_images: float  # dollars
+    per_1m_tokens: float
+
+
+class AccountOverview(BaseModel):
+    object: Literal["account"] = "account"
+    account: AccountInfo
+    login: LoginInfo | None
+    rate_limit: RateLimitInfo  # the caller's effective limits (None: unlimited)
+    prices: PriceInfo
+
+
+class AccountKeyInfo(KeyInfo):
+    rate_limit: RateLimitInfo  # effective: the key's own, else the server's default
+
+
+class AccountKeyList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[AccountKeyInfo]
+
+
+class CreateAccountKeyRequest(RequestModel):
+    name: Name
+
+
+class RequestLine(BaseModel):
+    id: int
+    created_at: int
+    endpoint: str
+    images: int
+    tokens: int
+    cost: float
+    cost_micros: int
+    request_id: str | None
+    key_name: str | None
+
+
+class RequestList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[RequestLine]

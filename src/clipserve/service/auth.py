@@ -28,9 +28,11 @@ _KEY_CACHE_ENTRIES = 10_000
 
 @dataclass(frozen=True)
 class Caller:
-    """An authenticated key (and its account), or the anonymous local caller when auth is off."""
+    """An authenticated key (and its account), or the anonymous local caller when auth is off. A web session
+    caller (`session=True`) carries its account's console key, so metering and limits work unchanged."""
 
     key: KeyRecord | None
+    session: bool = False
 
     @property
     def is_local(self) -> bool:
@@ -112,6 +114,21 @@ class Authenticator:
         if record.expires_at is not None and record.expires_at <= now:
             raise AuthenticationError("This API key has expired.", code="api_key_expired")
         return Caller(key=record)
+
+    async def authenticate_session(self, console_key: KeyRecord) -> Caller:
+        """A signed-in web session (its cookie, CSRF token and origin already checked): the caller is its
+        account's console key. Local mode stays local."""
+        if not await self.auth_required():
+            return LOCAL_CALLER
+        now = self._accounts.clock()
+        if console_key.revoked_at is not None or (
+            console_key.expires_at is not None and console_key.expires_at <= now
+        ):
+            raise AuthenticationError(
+                "this account's web access has been revoked; ask an administrator",
+                code="console_key_revoked",
+            )
+        return Caller(key=console_key, session=True)
 
     def forget(self, prefix: str) -> None:
         """Drop a cached key (after it was revoked through this process)."""

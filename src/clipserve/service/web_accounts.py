@@ -65,7 +65,7 @@ def session_id(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "replace")).digest()
 
 
-def _check_password_length(password: str, min_length: int) -> None:
+def check_password_length(password: str, min_length: int) -> None:
     if len(password) > MAX_PASSWORD_CHARS:
         raise InvalidRequestError(
             f"passwords are at most {MAX_PASSWORD_CHARS} characters",
@@ -109,7 +109,7 @@ class WebAccounts:
         if not policy.enabled:
             raise PermissionDeniedError("sign-up is closed on this server", code="signup_disabled")
         email = normalize_email(email)
-        _check_password_length(password, policy.password_min_length)
+        check_password_length(password, policy.password_min_length)
         display = (name or "").strip()[:200] or email
         # refuse an address over its limit before paying for a hash (the transaction checks again)
         await self._run(lambda: self.logins.accounts.signups_left(address, policy.per_address_per_day))
@@ -124,7 +124,7 @@ class WebAccounts:
         """A fresh session (never a presented one) for the right email and password: (session, token)."""
         email = normalize_email(email)
         if len(password) > MAX_PASSWORD_CHARS:
-            _check_password_length(password, 0)
+            check_password_length(password, 0)
         await self._run(lambda: self.throttle.check(email, address))
         login = await self._run(lambda: self.logins.find(email))
         matched = await self.passwords.verify(login.password_hash if login else None, password)

@@ -92,6 +92,11 @@ class AccountStore:
             row = conn.execute(select(api_keys).where(api_keys.c.prefix == prefix)).mappings().first()
             return KeyRecord(**row) if row else None
 
+    def find_key_by_id(self, key_id: int) -> KeyRecord | None:
+        with self.db.read() as conn:
+            row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).mappings().first()
+            return KeyRecord(**row) if row else None
+
     def get_key(self, key_id: int) -> KeyRecord:
         with self.db.read() as conn:
             return self._key(conn, key_id)

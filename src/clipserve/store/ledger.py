@@ -21,8 +21,8 @@ from clipserve.store import instances
 from clipserve.store.accounts import Clock, lock_account, utc_now
 from clipserve.store.database import Database
 from clipserve.store.instances import Instance
-from clipserve.store.records import LedgerAudit, UsageRow
-from clipserve.store.schema import accounts, holds, idempotency, ledger, rate_windows
+from clipserve.store.records import ChargeRow, LedgerAudit, UsageRow
+from clipserve.store.schema import accounts, api_keys, holds, idempotency, ledger, rate_windows
 
 # The hot path's statements, built once: SQLAlchemy then skips building and keying them per request, which
 # was a third of a metered request's CPU time here.
@@ -296,6 +296,24 @@ class LedgerStore:
         with self.db.read() as conn:
             return [
                 (rid, key, -int(amount)) for rid, key, amount in conn.execute(query.order_by(ledger.c.id))
+            ]
+
+    def recent_charges(self, account_id: int, limit: int) -> list[ChargeRow]:
+        """The account's latest `limit` charges, newest first, with the name of the key that made each."""
+        query = (
+            select(
+                ledger.c.id, ledger.c.created_at, ledger.c.endpoint, ledger.c.images, ledger.c.tokens,
+                ledger.c.amount_micros, ledger.c.request_id, api_keys.c.name,
+            )
+            .select_from(ledger.outerjoin(api_keys, api_keys.c.id == ledger.c.key_id))
+            .where(ledger.c.account_id == account_id, ledger.c.kind == "charge")
+            .order_by(ledger.c.id.desc())
+            .limit(limit)
+        )  # fmt: skip
+        with self.db.read() as conn:
+            return [
+                ChargeRow(int(i), at, endpoint or "", int(images), int(tokens), -int(amount), rid, name)
+                for i, at, endpoint, images, tokens, amount, rid, name in conn.execute(query)
             ]
 
     def audit(self, account_id: int) -> LedgerAudit:

@@ -80,6 +80,10 @@ class LoginStore:
         with self.db.read() as conn:
             return self._find(conn, email)
 
+    def of_account(self, account_id: int) -> LoginRecord | None:
+        with self.db.read() as conn:
+            return self._of_account(conn, account_id)
+
     def console_key(self, login: LoginRecord) -> KeyRecord:
         """The login's console key, created on first use (a login added before console keys existed)."""
         with self.db.write() as conn:
