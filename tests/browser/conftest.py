@@ -347,6 +347,7 @@ def axe_violations(web: WebPage, axe_script: Path) -> list[dict[str, Any]]:
             return result.violations.map(v => ({
                 id: v.id, impact: v.impact, help: v.help,
                 nodes: v.nodes.slice(0, 5).map(n => n.target.join(" ")),
+                why: v.nodes.length ? v.nodes[0].failureSummary : "",
             }));
         }"""
     )

@@ -77,7 +77,7 @@ def test_page_is_accessible_small_responsive_and_safe(
     # desktop: headers, bytes of the page and everything it loaded, one h1, no CSP violation
     web = visit_as(fresh_page, who, logins, "desktop")
     responses: list[Response] = []
-    web.page.on("response", responses.append)
+    web.page.on("response", lambda r: responses.append(r))
     response = web.page.goto(site.base_url + path)
     assert response is not None
     assert response.status == 200, response.text()[:2000]
