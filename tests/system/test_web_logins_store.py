@@ -68,7 +68,7 @@ def test_sign_up_stores_an_argon2id_hash_and_a_console_key(
     database: Database, clock: FakeClock, pool: ThreadPoolExecutor
 ) -> None:
     web = _web(database, clock, pool)
-    session, token = asyncio.run(web.sign_up(" Ada@Example.ORG ", PASSWORD, "Ada", ADDRESS))
+    session, _ = asyncio.run(web.sign_up(" Ada@Example.ORG ", PASSWORD, "Ada", ADDRESS))
     assert session.email == "ada@example.org"
     with database.read() as conn:
         stored = conn.execute(select(logins.c.password_hash)).scalar_one()
