@@ -116,3 +116,17 @@ async def test_session_and_csrf_tokens_never_appear_in_logs(
         text = record.getMessage() + repr(record.args) + repr(record.__dict__)
         assert token not in text, record
         assert session.csrf_token not in text, record
+
+
+async def test_revoking_the_console_key_locks_the_session_out_of_v1(
+    tiny_runtime: Any, tmp_path: Path
+) -> None:
+    """An operator's `clipserve keys revoke` of an account's console key ends its web access to /v1."""
+    async with web_app(tiny_runtime, tmp_path) as (client, app):
+        session, token = await _sign_up(app)
+        accounts = app.state.context.accounts
+        console = next(k for k in accounts.list_keys(session.account_id) if k.is_console)
+        accounts.revoke_key(console.id)
+        response = await client.post("/v1/embeddings", json=BODY, headers=session_headers(token, session))
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "console_key_revoked"
