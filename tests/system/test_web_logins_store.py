@@ -19,6 +19,7 @@ from clipserve.errors import (
     PermissionDeniedError,
     RateLimitExceededError,
 )
+from clipserve.service.passwords import argon2id_hasher
 from clipserve.service.signin_throttle import ThrottleLimits
 from clipserve.service.web_accounts import SignupPolicy, WebAccounts
 from clipserve.store.accounts import AccountStore
@@ -226,3 +227,16 @@ def test_duplicate_email_and_closed_sign_up_are_refused(
     )
     with pytest.raises(PermissionDeniedError):
         asyncio.run(closed.sign_up("k@example.org", PASSWORD, None, ADDRESS))
+
+
+def test_a_sign_in_upgrades_a_hash_made_with_lower_costs(
+    database: Database, clock: FakeClock, pool: ThreadPoolExecutor
+) -> None:
+    old = _web(database, clock, pool, hasher=argon2id_hasher(1, 8192, 1))
+    asyncio.run(old.sign_up("m@example.org", PASSWORD, None, ADDRESS))
+    new = _web(database, clock, pool, hasher=argon2id_hasher(2, 8192, 1))
+    asyncio.run(new.sign_in("m@example.org", PASSWORD, ADDRESS))
+    with database.read() as conn:
+        stored = conn.execute(select(logins.c.password_hash)).scalar_one()
+    assert stored.startswith("$argon2id$v=19$m=8192,t=2,p=1$")
+    asyncio.run(new.sign_in("m@example.org", PASSWORD, ADDRESS))  # and it still verifies
