@@ -192,5 +192,11 @@
     run([loadUsage, loadRequests, loadAccount]);
   });
 
+  let resizing = null;
+  window.addEventListener("resize", function () { // the chart is drawn at its container's width
+    clearTimeout(resizing);
+    resizing = setTimeout(drawChart, 150);
+  });
+
   run([loadAccount, loadUsage, loadKeys, loadRequests]);
 })();
