@@ -351,6 +351,26 @@ async def test_signin_failure_shows_the_form_again_with_its_status(tiny_runtime:
     assert (right.status_code, right.headers["location"]) == (303, "/console")
 
 
+async def test_signing_in_again_ends_the_session_the_browser_held(tiny_runtime: Any, tmp_path: Path) -> None:
+    async with web_app(tiny_runtime, tmp_path) as (client, _):
+        token = hidden_csrf(Page((await client.get("/signup")).text), "signup-form")
+        form = {"email": "ada@example.org", "password": PASSWORD, "csrf_token": token}
+        assert (await client.post("/signup", data=form)).status_code == 303
+        first = client.cookies.get(SESSION_COOKIE)
+        again = await client.post("/signin", data=form)  # the same browser, still holding `first`
+        second = client.cookies.get(SESSION_COOKIE)
+        client.cookies.set(SESSION_COOKIE, first or "")
+        with_first = await client.get("/console")
+        client.cookies.set(SESSION_COOKIE, second or "")
+        with_second = await client.get("/console")
+    assert again.status_code == 303
+    assert first
+    assert second
+    assert first != second
+    assert (with_first.status_code, with_first.headers.get("location")) == (303, "/signin")
+    assert with_second.status_code == 200
+
+
 async def test_closed_signup_says_so_and_refuses_the_post(tiny_runtime: Any, tmp_path: Path) -> None:
     async with web_app(tiny_runtime, tmp_path, signup_enabled=False) as (client, app):
         home = Page((await client.get("/")).text)
@@ -438,7 +458,7 @@ async def test_web_pages_disabled_leaves_only_the_json_api(tiny_runtime: Any, tm
 
 
 def test_prices_print_as_the_settings_give_them() -> None:
-    from clipserve.web.routes_pages import money
+    from clipserve.web.rendering import money
 
     assert [money(Decimal(v)) for v in ("0.047", "0.01", "2.5", "3", "0.000001")] == [
         "$0.047", "$0.01", "$2.50", "$3.00", "$0.000001",

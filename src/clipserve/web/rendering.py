@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,13 @@ class PageState:
     local_mode: bool  # auth off: the API answers without credentials, and so do the pages
     random_weights: bool
     signup_open: bool
+
+
+def money(dollars: Decimal) -> str:
+    """Dollars as the pages print them: at least two decimals, more only when the price has them."""
+    text = format(dollars.normalize(), "f")
+    whole, _, cents = text.partition(".")
+    return f"${whole}.{cents.ljust(2, '0')}"
 
 
 @functools.cache

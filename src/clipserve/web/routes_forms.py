@@ -24,7 +24,7 @@ from clipserve.api.session_cookies import (
     tokens_match,
 )
 from clipserve.errors import ClipserveError
-from clipserve.web.rendering import PageState, forbidden, page_state, render
+from clipserve.web.rendering import PageState, forbidden, money, page_state, render
 
 router = APIRouter(include_in_schema=False)
 
@@ -58,7 +58,7 @@ def presession_form(
         error=error,
         email=email,
         name=name,
-        signup_credit=f"${get_context(request).settings.signup_credit:.2f}",
+        signup_credit=money(get_context(request).settings.signup_credit),
     )
     set_presession_cookie(response, token, request, get_context(request).settings)
     return response
@@ -77,6 +77,13 @@ async def form_fields(request: Request) -> dict[str, str]:
 def _presession_ok(request: Request, fields: dict[str, str]) -> bool:
     presented, expected = fields.get("csrf_token", ""), request.cookies.get(PRESESSION_COOKIE, "")
     return bool(presented) and bool(expected) and tokens_match(presented, expected)
+
+
+async def _end_presented_session(request: Request) -> None:
+    """Signing in (or up) on a browser that still holds a session ends that one: one live session per cookie."""
+    presented = request.cookies.get(SESSION_COOKIE)
+    if presented:
+        await get_web_accounts(request).sign_out(presented)
 
 
 @router.post("/signup")
@@ -100,6 +107,7 @@ async def sign_up(request: Request) -> Response:
             request, state, "signup.html", status_code=error.status_code, error=error.message,
             email=email, name=name, headers=error.headers,
         )  # fmt: skip
+    await _end_presented_session(request)
     response = RedirectResponse("/console", status_code=303)
     set_session_cookie(response, token, request, settings)
     return response
@@ -124,6 +132,7 @@ async def sign_in(request: Request) -> Response:
             request, state, "signin.html", status_code=error.status_code, error=error.message,
             email=email, headers=error.headers,
         )  # fmt: skip
+    await _end_presented_session(request)
     response = RedirectResponse("/console", status_code=303)
     set_session_cookie(response, token, request, settings)  # a new session id: never the one presented
     return response

@@ -6,8 +6,6 @@ page's script (the API stays the one source of pricing, metering and auth).
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
@@ -22,18 +20,11 @@ from clipserve.model_card import (
     SHORT_NAME,
 )
 from clipserve.service.pricing import micros_to_dollars
-from clipserve.web.rendering import forbidden, page_state, render
+from clipserve.web.rendering import forbidden, money, page_state, render
 from clipserve.web.routes_forms import presession_form
 from clipserve.web.snippets import snippets
 
 router = APIRouter(include_in_schema=False)
-
-
-def money(dollars: Decimal) -> str:
-    """Dollars as the pages print them: at least two decimals, more only when the price has them."""
-    text = format(dollars.normalize(), "f")
-    whole, _, cents = text.partition(".")
-    return f"${whole}.{cents.ljust(2, '0')}"
 
 
 def to_signin() -> Response:
