@@ -104,6 +104,7 @@
       });
       body.appendChild(tr);
     });
+    table.hidden = false; // empty until the first comparison
   }
 
   window.clipserveCharts = { drawBarChart: drawBarChart, fillHeatmap: fillHeatmap, heatColor: heatColor };
