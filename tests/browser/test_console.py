@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import date, timedelta
 
 import openai
 import pytest
@@ -22,6 +23,11 @@ from tests.browser.conftest import (
     sign_in,
     sign_up,
 )
+
+
+def usage_days(start: str, end: str) -> list[str]:
+    first, last = date.fromisoformat(start), date.fromisoformat(end)
+    return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
 
 
 def test_sign_up_key_embeddings_console_revoke(web: WebPage, site: Site) -> None:
@@ -64,6 +70,29 @@ def test_sign_up_key_embeddings_console_revoke(web: WebPage, site: Site) -> None
     )
     assert micros_of_dollars(page.text_content("#balance") or "") == balance
     web.shot("console-after-request")
+
+    # the 30-day chart: one bar per day of /v1/usage's range, each metric's value for that day
+    usage = site.api("GET", "/v1/usage", key).json()
+    days = usage_days(usage["start_date"], usage["end_date"])
+    per_day = {
+        "images": {d: 0.0 for d in days}, "tokens": {d: 0.0 for d in days}, "dollars": {d: 0.0 for d in days},
+    }  # fmt: skip
+    for row in usage["data"]:
+        per_day["images"][row["date"]] += row["images"]
+        per_day["tokens"][row["date"]] += row["tokens"]
+        per_day["dollars"][row["date"]] += row["cost_micros"] / 1e6
+    assert sum(per_day["tokens"].values()) == embedded.usage.prompt_tokens
+    for metric in ("tokens", "dollars", "images"):
+        page.click(f'button[data-metric="{metric}"]')
+        assert page.get_attribute(f'button[data-metric="{metric}"]', "aria-pressed") == "true"
+        bars = page.eval_on_selector_all(
+            "#usage-chart rect.bar", "bars => bars.map(b => [b.dataset.day, Number(b.dataset.value)])"
+        )
+        assert [day for day, _ in bars] == days, metric
+        for day, value in bars:
+            assert abs(value - per_day[metric][day]) <= 1e-9, (metric, day, value, per_day[metric][day])
+        if metric == "tokens":
+            web.shot("console-usage-tokens")
 
     revoke = page.locator(f'#keys-table tr[data-key-id="{key_id}"] button.key-revoke')
     with page.expect_response(
