@@ -209,6 +209,9 @@ def test_another_site_cannot_act_with_the_victims_session(
     assert keys_after["data"] == keys_before["data"], keys_after
     web.shot("victim-after-attack")
 
+    session = [c["value"] for c in context.cookies(site.base_url) if c["name"] == "clipserve_session"]
+    assert len(session) == 1
+
     # control: the same sign-out form from clipserve's own origin, with that token, does sign out
     with web.page.expect_navigation():
         web.page.evaluate(
@@ -219,6 +222,11 @@ def test_another_site_cannot_act_with_the_victims_session(
         )
     web.goto("/console")  # signed out: the console sends to the sign-in page
     assert web.page.url.startswith(site.base_url + "/signin"), web.page.url
+    # neither the session id nor the CSRF token reached the server's log (which did record these requests)
+    log = site.server.log()
+    assert '"POST /signout HTTP/1.1" 403' in log
+    assert session[0] not in log
+    assert token not in log
 
 
 def _form_post(site: Site, path: str) -> Callable[[Response], bool]:
