@@ -206,3 +206,58 @@ def test_search_shows_the_stored_items_by_text_and_by_image(web: WebPage, site: 
     _assert_hits_match(hits, expected.json()["results"])
     assert hits[0]["id"] == "rocket"  # the photo itself is its own best hit
     web.assert_clean()
+
+
+@pytest.mark.parametrize("how", ["drop", "paste"])
+def test_classify_a_dropped_or_pasted_image(web: WebPage, site: Site, how: str) -> None:
+    sign_up(web, new_email(how))
+    key = web.create_key(f"{how} check")["key"]
+    open_playground(web, "classify")
+    page = web.page
+    photo = photo_path("coffee").read_bytes()
+    # a real DataTransfer holding the photo as a File, as the OS hands one to a drop or a paste
+    transfer = page.evaluate_handle(
+        """(bytes) => { const dt = new DataTransfer();
+            dt.items.add(new File([new Uint8Array(bytes)], "coffee.png", {type: "image/png"})); return dt; }""",
+        list(photo),
+    )
+    if how == "drop":
+        page.dispatch_event("#classify-drop", "drop", {"dataTransfer": transfer})
+    else:
+        page.evaluate(
+            """(dt) => document.getElementById("panel-classify").dispatchEvent(
+                new ClipboardEvent("paste", {clipboardData: dt, bubbles: true}))""",
+            transfer,
+        )
+    page.fill("#classify-labels", "\n".join(LABELS))
+    page.click("#classify-submit")
+    page.wait_for_function(
+        f"() => document.querySelectorAll('#classify-results li.result').length === {len(LABELS)}"
+    )
+    shown = page.eval_on_selector_all(
+        "#classify-results li.result",
+        "items => items.map(li => [li.dataset.label, Number(li.dataset.score)])",
+    )
+    web.shot(f"classify-{how}")
+    expected = site.api("POST", "/v1/classify", key, json={"image": data_uri(photo), "labels": LABELS})
+    assert expected.status_code == 200, expected.text
+    predictions = expected.json()["data"][0]["predictions"]
+    assert [label for label, _ in shown] == [p["label"] for p in predictions]
+    np.testing.assert_allclose([s for _, s in shown], [p["score"] for p in predictions], rtol=0, atol=1e-6)
+    web.assert_clean()
+
+
+def test_playground_tabs_work_from_the_keyboard(web: WebPage) -> None:
+    sign_up(web, new_email("keys"))
+    open_playground(web, "classify")
+    page = web.page
+    page.focus("#tab-classify")
+    for key, tab in (("ArrowRight", "compare"), ("ArrowRight", "search"), ("ArrowRight", "classify"),
+                     ("ArrowLeft", "search")):  # fmt: skip
+        page.keyboard.press(key)
+        assert page.evaluate("document.activeElement.id") == f"tab-{tab}"
+        assert page.get_attribute(f"#tab-{tab}", "aria-selected") == "true"
+        assert page.is_visible(f"#panel-{tab}")
+        for other in {"classify", "compare", "search"} - {tab}:
+            assert page.is_hidden(f"#panel-{other}"), (tab, other)
+    web.shot("keyboard-tabs")
