@@ -49,6 +49,9 @@ def test_sign_up_key_embeddings_console_revoke(web: WebPage, site: Site) -> None
     assert row.count() == 1, page.inner_html("#keys-table")
     key_id = row.get_attribute("data-key-id")
     web.shot("console-key-created")
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=site.base_url)
+    page.click("#new-key-copy")
+    assert page.evaluate("navigator.clipboard.readText()") == key
 
     client = openai.OpenAI(api_key=key, base_url=site.base_url + "/v1", max_retries=0)
     raw = client.embeddings.with_raw_response.create(model=MODEL, input=["a photo of a cat", "a rocket"])
@@ -60,6 +63,7 @@ def test_sign_up_key_embeddings_console_revoke(web: WebPage, site: Site) -> None
 
     web.goto("/console")
     page.wait_for_selector(f'#requests-table tr[data-request-id="{request_id}"]')
+    assert key not in page.content()  # shown once: never again, not even in the page's source
     charge = page.locator(f'#requests-table tr[data-request-id="{request_id}"]')
     assert "/v1/embeddings" in (charge.locator(".req-endpoint").text_content() or "")
     assert (charge.locator(".req-tokens").text_content() or "").strip() == str(embedded.usage.prompt_tokens)
