@@ -67,8 +67,8 @@ async def test_beyond_the_pool_and_its_queue_callers_get_503() -> None:
         running = asyncio.create_task(passwords.hash("one"))
         waiting = asyncio.create_task(passwords.hash("two"))
         await asyncio.to_thread(hasher.started.acquire)  # the first is inside argon2, the second queued
-        with pytest.raises(ServiceOverloadedError) as caught:
-            await passwords.hash("three")
+        with pytest.raises(ServiceOverloadedError) as caught:  # refused at once; a queued one would hang
+            await asyncio.wait_for(passwords.hash("three"), timeout=30)
         assert caught.value.status_code == 503
         assert caught.value.headers == {"Retry-After": "1"}
         hasher.release.set()
