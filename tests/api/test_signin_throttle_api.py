@@ -4,6 +4,7 @@ argon2id hasher); web sign-up and POST /v1/signup share one per-address count.""
 
 from __future__ import annotations
 
+import re
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -91,3 +92,27 @@ async def test_web_sign_up_is_closed_when_sign_up_is_disabled(tiny_runtime: Any,
             await app.state.context.web_accounts.sign_up("ada@example.org", PASSWORD, None, ADDRESS)
         assert caught.value.code == "signup_disabled"
         assert hasher.calls == 0
+
+
+async def _post_signin(client: Any, email: str, password: str) -> Any:
+    form = await client.get("/signin")
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+    assert csrf is not None, form.text
+    return await client.post(
+        "/signin", data={"csrf_token": csrf.group(1), "email": email, "password": password}
+    )
+
+
+async def test_the_sign_in_form_answers_429_with_retry_after_on_the_sixth_attempt(
+    tiny_runtime: Any, tmp_path: Path
+) -> None:
+    hasher = CountingHasher()
+    async with web_app(tiny_runtime, tmp_path, hasher) as (client, app):
+        await app.state.context.web_accounts.sign_up("ada@example.org", PASSWORD, None, "192.0.2.9/32")
+        for _ in range(5):
+            assert (await _post_signin(client, "ada@example.org", "wrong guess")).status_code == 401
+        before = hasher.calls
+        refused = await _post_signin(client, "ada@example.org", PASSWORD)
+        assert refused.status_code == 429
+        assert 1 <= int(refused.headers["Retry-After"]) <= 900
+        assert hasher.calls == before
