@@ -127,3 +127,11 @@ async def test_requests_list_the_accounts_charges_newest_first_with_their_reques
         assert [r["request_id"] for r in limited.json()["data"]] == [calls[-1].headers["x-request-id"]]
         too_many = await client.get("/v1/account/requests", params={"limit": 201}, headers=headers)
         assert too_many.status_code == 400
+
+
+async def test_local_mode_has_no_account_to_show(tiny_runtime: Any, tmp_path: Path) -> None:
+    async with web_app(tiny_runtime, tmp_path) as (client, _app):  # no key yet: auth is off (auto)
+        for path in ("/v1/account", "/v1/account/keys", "/v1/account/requests"):
+            response = await client.get(path)
+            assert response.status_code == 400, path
+            assert response.json()["error"]["code"] == "auth_disabled"
