@@ -135,3 +135,13 @@ async def test_local_mode_has_no_account_to_show(tiny_runtime: Any, tmp_path: Pa
             response = await client.get(path)
             assert response.status_code == 400, path
             assert response.json()["error"]["code"] == "auth_disabled"
+
+
+async def test_admin_key_listing_marks_console_keys(tiny_runtime: Any, tmp_path: Path) -> None:
+    admin = create_key(tmp_path, "admin", is_admin=True)
+    async with web_app(tiny_runtime, tmp_path) as (client, app):
+        ada = await _signed_in(app, "ada@example.org")
+        await client.post("/v1/account/keys", json={"name": "laptop"}, headers=ada)
+        listed = (await client.get("/v1/admin/keys", headers=bearer(admin))).json()["data"]
+        marks = sorted((key["name"], key["is_console"]) for key in listed)
+        assert marks == [("admin", False), ("console", True), ("laptop", False)]

@@ -47,6 +47,7 @@ def key_info(key: KeyRecord, now: datetime) -> KeyInfo:
         revoked_at=epoch(key.revoked_at),
         requests_per_minute=key.requests_per_minute,
         images_per_minute=key.images_per_minute,
+        is_console=key.is_console,
     )
 
 

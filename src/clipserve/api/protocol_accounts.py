@@ -103,6 +103,8 @@ class KeyInfo(BaseModel):
     revoked_at: int | None
     requests_per_minute: int | None
     images_per_minute: int | None
+    # a web login's console key: what its session is metered through; it has no presentable secret
+    is_console: bool = False
 
 
 class NewKeyResponse(BaseModel):

@@ -28,9 +28,10 @@
       const tr = document.createElement("tr");
       tr.setAttribute("data-key-id", String(key.id));
       tr.appendChild(cs.el("td", "key-account", key.account_id));
-      tr.appendChild(cs.el("td", "key-name", key.name));
+      // a console key meters a web login's session; it has no secret anyone could present
+      tr.appendChild(cs.el("td", "key-name", key.is_console ? key.name + " (web sign-in)" : key.name));
       const label = cs.el("td", "key-label");
-      label.appendChild(cs.el("code", "", key.label));
+      label.appendChild(cs.el("code", "", key.is_console ? "no secret" : key.label));
       tr.appendChild(label);
       const status = cs.el("td", "key-status");
       status.appendChild(cs.el("span", "pill pill-" + key.status, key.status));
