@@ -231,9 +231,13 @@ def playwright_driver() -> Iterator[Playwright]:
 
 @pytest.fixture(scope="package")
 def browser(playwright_driver: Playwright) -> Iterator[Browser]:
-    assert CHROMIUM.exists(), (
-        f"the browser tests need Debian's Chromium at {CHROMIUM} (apt-get install chromium; .ci/run does)"
-    )
+    if not CHROMIUM.exists():
+        # like the PostgreSQL tests: a developer's machine without the package skips, CI (which installs it and
+        # sets CLIPSERVE_REQUIRE_BROWSER=1) fails
+        message = f"the browser tests need Debian's Chromium at {CHROMIUM} (apt-get install chromium)"
+        if os.environ.get("CLIPSERVE_REQUIRE_BROWSER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
     launched = playwright_driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
     yield launched
     launched.close()
