@@ -373,6 +373,54 @@ class Settings(BaseSettings):
         "its id and metadata); adds beyond it are refused.",
     )
 
+    # custom classifiers (issue 15): linear probes trained through /v1/classifiers (docs/classifiers.md)
+    classifier_max_labels: int = Field(
+        default=100,
+        ge=2,
+        le=10_000,
+        description="Labels per classifier: the weights are labels x 512 floats, and training time grows with "
+        "them.",
+    )
+    classifier_max_examples: int = Field(
+        default=2000,
+        ge=1,
+        le=1_000_000,
+        description="Examples one classifier holds (all adds together): every add retrains on all of them, so "
+        "this bounds one training's CPU.",
+    )
+    classifiers_per_account: int = Field(
+        default=100,
+        ge=1,
+        description="Classifiers one account (or the local user, without auth) may hold; a 400 beyond, as "
+        "for collections.",
+    )
+    classifier_default_c: float = Field(
+        default=10.0,
+        gt=0,
+        le=1e6,
+        description="Inverse regularisation strength used when too few examples per label (< 2) allow "
+        "choosing it by cross-validation.",
+    )
+    classifier_max_iter: int = Field(
+        default=300,
+        ge=1,
+        le=100_000,
+        description="L-BFGS iterations per fit: bounds one training's CPU whatever the examples.",
+    )
+    classifier_cv_folds: int = Field(
+        default=5,
+        ge=2,
+        le=20,
+        description="Most folds of the cross-validation that chooses C (fewer when a label has fewer "
+        "examples).",
+    )
+    classifier_train_workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Threads that train classifiers, shared round-robin by account (never the event loop).",
+    )
+
     # HTTP server
     host: str = Field(default="127.0.0.1", description="Address to bind.")
     port: int = Field(default=8000, ge=0, le=65535, description="Port to bind.")

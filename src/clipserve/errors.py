@@ -237,3 +237,10 @@ class ClientDisconnectedError(InvalidRequestError):
     """The client went away before its body arrived (nobody reads this answer; it is logged and counted)."""
 
     default_code = "client_disconnected"
+
+
+class ClassifierQuotaError(InvalidRequestError):
+    """An account holds as many classifiers as its quota allows (a 400, as for collections: waiting frees
+    nothing)."""
+
+    default_code = "classifier_quota_exceeded"

@@ -20,6 +20,7 @@ from clipserve.api import (
     routes_account,
     routes_account_keys,
     routes_admin,
+    routes_classifiers,
     routes_classify,
     routes_collections,
     routes_embeddings,
@@ -45,6 +46,7 @@ from clipserve.runtime.fetch import AddressPolicy, FetchLimits, ImageFetcher
 from clipserve.runtime.heap import freeze_long_lived, unfreeze
 from clipserve.runtime.model import ClipRuntime
 from clipserve.service.auth import Authenticator
+from clipserve.service.classifiers import ClassifierLimits, ClassifierService
 from clipserve.service.classify import ClassificationService, ClassifyLimits
 from clipserve.service.client_address import trusted_proxy_hosts
 from clipserve.service.collections import CollectionLimits, CollectionService
@@ -60,6 +62,7 @@ from clipserve.service.rank import RankService
 from clipserve.service.signin_throttle import SigninThrottle, ThrottleLimits
 from clipserve.service.web_accounts import SignupPolicy, WebAccounts
 from clipserve.store.accounts import AccountStore
+from clipserve.store.classifiers import ClassifierStore
 from clipserve.store.collections import CollectionCatalogue
 from clipserve.store.database import Database
 from clipserve.store.ledger import LedgerStore, LedgerTimeouts
@@ -116,7 +119,7 @@ def create_app(
     install_error_handlers(app)
     for module in (
         routes_embeddings, routes_classify, routes_rank, routes_collections, routes_models, routes_ops,
-        routes_account, routes_admin, routes_rerank, routes_hf, routes_account_keys,
+        routes_account, routes_admin, routes_rerank, routes_hf, routes_account_keys, routes_classifiers,
     ):  # fmt: skip
         app.include_router(module.router)
     # /embeddings, /models: Infinity's clients call the root (/rerank is routes_rerank's own shape)
@@ -335,6 +338,19 @@ async def _running_services(context: AppContext) -> AsyncIterator[None]:
         context.input_limits,
         CollectionLimits.from_settings(settings),
     )
+    # custom classifiers (issue 15): training on its own fair pool, never on the event loop
+    train = FairExecutor(settings.classifier_train_workers, thread_name_prefix="clipserve-train")
+    assert context.store_pool is not None
+    context.classifiers = ClassifierService(
+        ClassifierStore(context.database),
+        embeddings,
+        context.classification.prompt_encoder,
+        runtime.logit_scale,
+        context.store_pool,
+        train,
+        context.input_limits,
+        ClassifierLimits.from_settings(settings),
+    )
     # deletes a crash or a store error interrupted: finished once now, then retried periodically
     await context.collections.finish_pending_deletes()
     sweeping = asyncio.create_task(context.collections.sweep_pending_deletes())
@@ -354,6 +370,7 @@ async def _running_services(context: AppContext) -> AsyncIterator[None]:
         await fetcher.close()
         compute.shutdown(wait=True)
         decode.shutdown(wait=True)
+        train.shutdown(wait=True)
         if settings.freeze_startup_heap:
             unfreeze()
         logger.info("stopped")

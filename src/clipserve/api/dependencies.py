@@ -16,6 +16,7 @@ from clipserve.errors import ServiceUnavailableError
 from clipserve.metrics import ServiceMetrics
 from clipserve.runtime.model import ClipRuntime
 from clipserve.service.auth import Authenticator
+from clipserve.service.classifiers import ClassifierService
 from clipserve.service.classify import ClassificationService
 from clipserve.service.collections import CollectionService
 from clipserve.service.embeddings import EmbeddingService
@@ -57,6 +58,7 @@ class AppContext:
     collections: CollectionService | None = None
     body_parser: JsonBodyParser | None = None  # large JSON bodies (api/bodies.py)
     web_accounts: WebAccounts | None = None  # web logins and sessions (issue 12)
+    classifiers: ClassifierService | None = None  # custom classifiers (issue 15)
     ready: bool = False
     started_at: int = field(default=0)
 
@@ -98,6 +100,10 @@ def get_web_accounts(request: Request) -> WebAccounts:
 
 def get_collection_service(request: Request) -> CollectionService:
     return _started(get_context(request).collections)
+
+
+def get_classifier_service(request: Request) -> ClassifierService:
+    return _started(get_context(request).classifiers)
 
 
 async def run_store(request: Request, call: Callable[[], T]) -> T:

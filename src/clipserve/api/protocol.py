@@ -157,7 +157,14 @@ class ClassifyRequest(RequestModel):
         default=None, description="One image item or a list of them (forms as /v1/embeddings)."
     )
     image: Any = Field(default=None, description="Shorthand for one image item.")
-    labels: list[str] = Field(description="Candidate labels: any strings.")
+    labels: list[str] | None = Field(
+        default=None, description="Candidate labels: any strings (zero-shot). Give this or 'classifier'."
+    )
+    classifier: str | None = Field(
+        default=None,
+        description="A custom classifier's id (POST /v1/classifiers) instead of labels: its softmax(W x + b); "
+        "only the images are encoded and charged.",
+    )
     template: str | None = Field(
         default=None,
         description="Prompt with one '{}' (default 'a photo of a {}.'), or a named set: 'openai-imagenet' "

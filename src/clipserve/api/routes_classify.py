@@ -9,7 +9,12 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from clipserve.api.auth import CallerDep
 from clipserve.api.bodies import JsonBody
-from clipserve.api.dependencies import AppContext, get_classification_service, get_context
+from clipserve.api.dependencies import (
+    AppContext,
+    get_classification_service,
+    get_classifier_service,
+    get_context,
+)
 from clipserve.api.headers import timing_headers
 from clipserve.api.metering import Answer, metered_response
 from clipserve.api.protocol import (
@@ -22,8 +27,9 @@ from clipserve.api.protocol import (
     LabelPrediction,
 )
 from clipserve.errors import InvalidRequestError
+from clipserve.service.classifiers import ClassifierService
 from clipserve.service.classify import ClassificationService, ClassifyQuery, ClassifyResult
-from clipserve.service.inputs import InputLimits, parse_image_items, parse_items
+from clipserve.service.inputs import InputItem, InputLimits, parse_image_items, parse_items
 from clipserve.service.model_names import resolve_model_name
 from clipserve.service.pricing import Usage
 from clipserve.service.templates import HF_DEFAULT_TEMPLATE
@@ -49,7 +55,10 @@ async def classify(
     caller: CallerDep,
     context: Annotated[AppContext, Depends(get_context)],
     service: Annotated[ClassificationService, Depends(get_classification_service)],
+    classifiers: Annotated[ClassifierService, Depends(get_classifier_service)],
 ) -> Response:
+    if isinstance(body, ClassifyRequest) and body.classifier is not None:
+        return await _classify_with(body, request, caller, context.input_limits, classifiers)
     if isinstance(body, HFClassifyRequest):
         query = _hf_query(body, context.input_limits)
         render = _render_hf
@@ -70,6 +79,37 @@ async def classify(
         return Answer(render(result), usage, timing_headers(result.timings))
 
     return await metered_response(request, caller, service.usage_bound(query), produce)
+
+
+async def _classify_with(
+    body: ClassifyRequest,
+    request: Request,
+    caller: CallerDep,
+    limits: InputLimits,
+    classifiers: ClassifierService,
+) -> Response:
+    """Classify with a custom classifier (issue 15): its weights, no prompts; only the images are charged."""
+    classifier_id = body.classifier
+    assert classifier_id is not None
+    for field, given in (("labels", body.labels is not None), ("template", body.template is not None),
+                         ("multi_label", body.multi_label)):  # fmt: skip
+        if given:
+            raise InvalidRequestError(
+                f"'{field}' cannot be used with 'classifier' (the classifier holds its labels and weights)",
+                param=field,
+            )
+    model = resolve_model_name(body.model)
+    images = _images(body, limits)
+    classifiers.check_images(images)
+    owner = caller.account
+
+    async def produce() -> Answer:
+        result = await classifiers.classify(owner, classifier_id, images, body.top_k)
+        return Answer(
+            _render(result, model), Usage(images=result.image_count), timing_headers(result.timings)
+        )
+
+    return await metered_response(request, caller, Usage(images=len(images)), produce)
 
 
 def _render(result: ClassifyResult, model: str) -> str:
@@ -94,13 +134,19 @@ def _render(result: ClassifyResult, model: str) -> str:
     return response.model_dump_json()
 
 
-def _query(request: ClassifyRequest, limits: InputLimits) -> ClassifyQuery:
+def _images(request: ClassifyRequest, limits: InputLimits) -> list[InputItem]:
     if (request.input is None) == (request.image is None):
         raise InvalidRequestError("send exactly one of 'input' (images) or 'image'", param="input")
     if request.image is not None:
-        images = parse_image_items(request.image, "image", limits)
-    else:
-        images = parse_items(request.input, "input", limits)
+        return parse_image_items(request.image, "image", limits)
+    return parse_items(request.input, "input", limits)
+
+
+def _query(request: ClassifyRequest, limits: InputLimits) -> ClassifyQuery:
+    if request.labels is None:
+        raise InvalidRequestError("send 'labels' (zero-shot) or 'classifier' (a custom classifier's id)",
+                                  param="labels")  # fmt: skip
+    images = _images(request, limits)
     return ClassifyQuery(
         images=images,
         labels=request.labels,

@@ -84,6 +84,15 @@ class ClassificationService:
         self._logit_scale = logit_scale
         self._limits = limits
 
+    @property
+    def prompt_encoder(self) -> PromptEncoder:
+        """The prompt encoder (and its cache) the zero-shot classifiers are built with."""
+        return self._prompts
+
+    @property
+    def logit_scale(self) -> float:
+        return self._logit_scale
+
     def _validate(self, query: ClassifyQuery) -> None:
         limits = self._limits
         if not query.images:

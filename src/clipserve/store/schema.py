@@ -12,6 +12,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -239,4 +240,40 @@ signin_failures = Table(
     Column("created_at", UtcDateTime(), nullable=False),
     Index("ix_signin_failures_email_created", "email", "created_at"),
     Index("ix_signin_failures_address_created", "address", "created_at"),
+)
+
+
+# Custom classifiers (issue 15): a linear probe's weights (float32 K x 512, little-endian), its zero-shot prior
+# (so a retrain encodes no prompts), and the examples' embeddings (so an add retrains on all of them). `version`
+# is bumped by every add: a concurrent add that trained on an older state is refused (409), never lost.
+classifiers = Table(
+    "classifiers",
+    metadata,
+    Column("id", String(40), primary_key=True),  # "clf_<32 hex>"
+    Column("owner", String(64), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("labels_json", Text, nullable=False),
+    Column("template", String(300), nullable=True),
+    Column("zero_shot_prior", Boolean, nullable=False),
+    Column("prior_weights", LargeBinary, nullable=True),
+    Column("weights", LargeBinary, nullable=False),
+    Column("bias", LargeBinary, nullable=False),
+    Column("c", Float, nullable=False),
+    Column("c_fixed", Boolean, nullable=False),  # the caller chose C: never re-chosen by cross-validation
+    Column("c_examples", Integer, nullable=False),  # examples when C was chosen
+    Column("train_accuracy", Float, nullable=True),  # null with no examples
+    Column("cv_accuracy", Float, nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Column("version", Integer, nullable=False),
+    Index("ix_classifiers_owner_created", "owner", "created_at"),
+)
+
+classifier_examples = Table(
+    "classifier_examples",
+    metadata,
+    Column("classifier_id", String(40), ForeignKey("classifiers.id", ondelete="CASCADE"), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("label_index", Integer, nullable=False),
+    Column("vector", LargeBinary, nullable=False),  # 512 little-endian float32
 )
