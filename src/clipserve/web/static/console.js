@@ -1,4 +1,4 @@
-// The console: balance, 30-day usage chart, API keys, recent requests. Everything from the JSON API.
+// The console: balance, 30-day usage chart, API keys, classifiers, recent requests. Everything from the JSON API.
 (function () {
   "use strict";
   const cs = window.clipserve, charts = window.clipserveCharts;
@@ -138,6 +138,38 @@
     document.getElementById("requests-empty").hidden = rows.length > 0;
   }
 
+  function percent(value) {
+    return (value * 100).toFixed(1) + "%";
+  }
+
+  // The accuracy a classifier reports: cross-validated when it had enough examples, else on its training set.
+  function accuracyText(classifier) {
+    if (typeof classifier.cv_accuracy === "number") return percent(classifier.cv_accuracy) + " (cross-validated)";
+    if (typeof classifier.train_accuracy === "number") return percent(classifier.train_accuracy) + " (training)";
+    return "–";
+  }
+
+  async function loadClassifiers() {
+    const classifiers = (await cs.get("/v1/classifiers")).data;
+    const body = document.querySelector("#classifiers-table tbody");
+    cs.clear(body);
+    classifiers.forEach(function (classifier) {
+      const tr = document.createElement("tr");
+      tr.setAttribute("data-classifier-id", classifier.id);
+      tr.appendChild(cs.el("td", "clf-name", classifier.name));
+      tr.appendChild(cs.el("td", "clf-labels", classifier.labels.join(", ")));
+      tr.appendChild(cs.el("td", "clf-examples num", classifier.examples));
+      const accuracy = cs.el("td", "clf-accuracy num", accuracyText(classifier));
+      accuracy.setAttribute("data-accuracy-kind", typeof classifier.cv_accuracy === "number" ? "cv" : "train");
+      tr.appendChild(accuracy);
+      const id = cs.el("td", "clf-id");
+      id.appendChild(cs.el("code", "", classifier.id));
+      tr.appendChild(id);
+      body.appendChild(tr);
+    });
+    document.getElementById("classifiers-empty").hidden = classifiers.length > 0;
+  }
+
   async function run(loaders) {
     cs.showError(errorBox, null);
     const results = await Promise.allSettled(loaders.map(function (load) { return load(); }));
@@ -189,7 +221,7 @@
   });
 
   document.getElementById("refresh").addEventListener("click", function () {
-    run([loadUsage, loadRequests, loadAccount]);
+    run([loadUsage, loadRequests, loadAccount, loadClassifiers]);
   });
 
   let resizing = null;
@@ -198,5 +230,5 @@
     resizing = setTimeout(drawChart, 150);
   });
 
-  run([loadAccount, loadUsage, loadKeys, loadRequests]);
+  run([loadAccount, loadUsage, loadKeys, loadRequests, loadClassifiers]);
 })();

@@ -101,11 +101,17 @@
     const errorBox = $("classify-error");
     cs.showError(errorBox, null);
     const image = classifyImage || $("classify-url").value.trim();
+    const classifier = $("classify-classifier").value;
     const labels = lines($("classify-labels").value);
     if (!image) return cs.showError(errorBox, new Error("Choose, drop or paste an image, or give its URL."));
-    if (!labels.length) return cs.showError(errorBox, new Error("Type at least one label."));
-    const body = { image: image, labels: labels };
-    if ($("classify-template").value === "ensemble") body.template = "openai-imagenet";
+    let body;
+    if (classifier) {
+      body = { classifier: classifier, input: [image] }; // its own labels and weights: no labels, no template
+    } else {
+      if (!labels.length) return cs.showError(errorBox, new Error("Type at least one label."));
+      body = { image: image, labels: labels };
+      if ($("classify-template").value === "ensemble") body.template = "openai-imagenet";
+    }
     busy(button, true);
     try {
       const answer = await cs.post("/v1/classify", body);
@@ -117,6 +123,30 @@
       busy(button, false);
     }
   });
+
+  // A classifier brings its own labels: the label and prompt inputs only apply to zero-shot.
+  function useClassifier() {
+    const chosen = Boolean($("classify-classifier").value);
+    $("classify-labels").disabled = chosen;
+    $("classify-template").disabled = chosen;
+  }
+  $("classify-classifier").addEventListener("change", useClassifier);
+
+  async function loadClassifiers() {
+    const selectBox = $("classify-classifier");
+    try {
+      const classifiers = (await cs.get("/v1/classifiers")).data;
+      while (selectBox.options.length > 1) selectBox.remove(1); // keep the zero-shot option
+      classifiers.forEach(function (classifier) {
+        const option = cs.el("option", "", classifier.name);
+        option.value = classifier.id;
+        selectBox.appendChild(option);
+      });
+    } catch (error) {
+      cs.showError($("classify-error"), error);
+    }
+    useClassifier();
+  }
 
   // --- compare ---
   function normalised(vector) {
@@ -258,5 +288,6 @@
   });
   $("search-text").addEventListener("input", function () { if ($("search-text").value) $("search-file").value = ""; });
 
+  loadClassifiers();
   loadCollections();
 })();
