@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from tests.support import bearer, create_key, data_uri, encode_image, gradient_image, running_app
 
@@ -292,22 +293,38 @@ async def test_prior_prompts_are_charged_like_classify_prompts(tiny_runtime: Any
         assert created.headers["x-request-cost-micros"] == classified.headers["x-request-cost-micros"]
 
 
+def _colour_image(rng: np.random.Generator, colour: tuple[int, int, int]) -> str:
+    pixels = np.asarray(colour, dtype=np.float64) + rng.normal(0, 20, size=(48, 48, 3))
+    return data_uri(encode_image(Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))))
+
+
 async def test_an_add_retrains_toward_the_new_examples(tiny_runtime: Any, tmp_path: Path) -> None:
-    images = [_image(seed) for seed in range(40, 44)]
+    rng = np.random.default_rng(15)
+    red = [_colour_image(rng, (200, 40, 40)) for _ in range(3)]
+    blue = [_colour_image(rng, (40, 60, 200)) for _ in range(3)]
     async with running_app(tiny_runtime, tmp_path) as (client, _):
         clf = (await client.post("/v1/classifiers", json={"name": "online", "labels": LABELS})).json()
-        before = (await client.post("/v1/classify", json={"input": images, "classifier": clf["id"]})).json()
-        # label each image with a label zero-shot ranks last for it
-        targets = [row["predictions"][-1]["label"] for row in before["data"]]
-        examples = [{"input": image, "label": label} for image, label in zip(images, targets, strict=True)]
-        added = await client.post(f"/v1/classifiers/{clf['id']}/examples", json={"examples": examples * 2})
+        before = (
+            await client.post("/v1/classify", json={"input": red + blue, "classifier": clf["id"]})
+        ).json()
+        tops = {row["prediction"] for row in before["data"]}
+        # two different labels zero-shot gives to none of the images: only the weights can tell red from blue
+        red_label, blue_label = [label for label in LABELS if label not in tops][:2]
+        examples = [{"input": image, "label": red_label} for image in red[:2]]
+        examples += [{"input": image, "label": blue_label} for image in blue[:2]]
+        added = await client.post(f"/v1/classifiers/{clf['id']}/examples", json={"examples": examples})
         assert added.status_code == 200, added.text
         body = added.json()
-        assert body["examples"] == 8
+        assert body["examples"] == 4
         assert body["train_accuracy"] == 1.0
-        assert sum(body["examples_per_label"].values()) == 8
+        assert body["examples_per_label"] == {
+            label: 2 if label in (red_label, blue_label) else 0 for label in LABELS
+        }
         assert body["updated_at"] >= clf["updated_at"]
-        after = (await client.post("/v1/classify", json={"input": images, "classifier": clf["id"]})).json()
+        after = (
+            await client.post("/v1/classify", json={"input": red + blue, "classifier": clf["id"]})
+        ).json()
+        targets = [red_label] * 3 + [blue_label] * 3  # the third of each colour was not among the examples
         assert [row["prediction"] for row in after["data"]] == targets
         for old, new, target in zip(before["data"], after["data"], targets, strict=True):
             old_score = next(p["score"] for p in old["predictions"] if p["label"] == target)
