@@ -117,6 +117,13 @@ async def test_classify_with_a_classifier_refuses_mixed_or_unknown_fields(
             answer = await client.post("/v1/classify", json={"input": [image], "classifier": clf, **extra})
             assert answer.status_code == 400, answer.text
             assert answer.json()["error"]["param"] == param
+        for body, param in (
+            ({"input": [image], "top_k": 0}, "top_k"),
+            ({"input": [{"text": "a cat"}]}, "input"),
+        ):
+            answer = await client.post("/v1/classify", json={"classifier": clf, **body})
+            assert answer.status_code == 400, answer.text
+            assert answer.json()["error"]["param"] == param
         neither = await client.post("/v1/classify", json={"input": [image]})
         assert neither.status_code == 400
         assert neither.json()["error"]["param"] == "labels"

@@ -100,7 +100,7 @@ async def _classify_with(
             )
     model = resolve_model_name(body.model)
     images = _images(body, limits)
-    classifiers.check_images(images)
+    classifiers.check_query(images, body.top_k)
     owner = caller.account
 
     async def produce() -> Answer:

@@ -297,7 +297,10 @@ class ClassifierService:
     async def delete(self, owner: str, classifier_id: str) -> None:
         await self._run_store(lambda: self._store.delete(owner, classifier_id))
 
-    def check_images(self, images: list[InputItem]) -> None:
+    def check_query(self, images: list[InputItem], top_k: int | None) -> None:
+        """Refuse a bad classify-with-a-classifier request before it is admitted (and metered)."""
+        if top_k is not None and top_k < 1:
+            raise InvalidRequestError("top_k must be at least 1", param="top_k")
         if not images:
             raise InvalidRequestError("at least one image is required", param="input")
         if len(images) > self.limits.max_images:
@@ -309,9 +312,7 @@ class ClassifierService:
         self, owner: str, classifier_id: str, images: list[InputItem], top_k: int | None
     ) -> ClassifyResult:
         """softmax(W x + b) per image, best first; only the images are encoded (and charged)."""
-        self.check_images(images)
-        if top_k is not None and top_k < 1:
-            raise InvalidRequestError("top_k must be at least 1", param="top_k")
+        self.check_query(images, top_k)
         record = await self.get(owner, classifier_id)
         embedded = await self._embeddings.embed(images, account=owner)
         trained = record.trained
