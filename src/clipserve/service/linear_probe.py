@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import minimize
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # lead: add to pyproject mypy overrides
 
 DEFAULT_C_GRID = (1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3)
 
@@ -202,12 +203,16 @@ def fit(
         raise ValueError("a probe without a prior needs at least one example")
     if len(y) and (y.min() < 0 or y.max() >= n_classes):
         raise ValueError("labels must lie in 0..n_classes-1")
+    if C is not None and C <= 0:
+        raise ValueError("C must be positive")
     cv_accuracy: float | None = None
     cv_scores: dict[float, float] = {}
-    if C is None:
-        C, cv_accuracy, cv_scores = choose_c(X, y, n_classes, prior, options)
-    if C <= 0:
-        raise ValueError("C must be positive")
-    W, b, iterations = _minimise(X, y, n_classes, C, prior, options, start)
+    # One BLAS thread: these matrices are small, and threaded OpenBLAS (numpy's and scipy's, whose L-BFGS-B
+    # calls it on every step) spends ~20x the CPU spinning (bench/classifier_training.py). The limit is
+    # process-wide while it lasts: other numpy work in the process runs single-threaded meanwhile.
+    with threadpool_limits(limits=1, user_api="blas"):
+        if C is None:
+            C, cv_accuracy, cv_scores = choose_c(X, y, n_classes, prior, options)
+        W, b, iterations = _minimise(X, y, n_classes, C, prior, options, start)
     train_accuracy = float((softmax(X @ W.T + b).argmax(axis=1) == y).mean()) if len(y) else None
     return FittedProbe(W, b, float(C), train_accuracy, cv_accuracy, iterations, cv_scores)
