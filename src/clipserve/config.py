@@ -420,6 +420,13 @@ class Settings(BaseSettings):
         le=64,
         description="Threads that train classifiers, shared round-robin by account (never the event loop).",
     )
+    classifier_trainings_per_account: int = Field(
+        default=2,
+        ge=1,
+        le=1000,
+        description="Creates and adds one account may have in progress at once (503 + Retry-After beyond): a "
+        "cheap add retrains on every example, so the training queue needs a bound per account.",
+    )
 
     # HTTP server
     host: str = Field(default="127.0.0.1", description="Address to bind.")

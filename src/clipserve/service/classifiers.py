@@ -11,15 +11,16 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
 
 from clipserve.config import Settings
-from clipserve.errors import InvalidRequestError
+from clipserve.errors import InvalidRequestError, ServiceOverloadedError
 from clipserve.runtime.fair_queue import FairExecutor
 from clipserve.service.classify import ClassifyResult, LabelScore, build_classifier
 from clipserve.service.embeddings import EmbeddingService
@@ -57,6 +58,7 @@ class ClassifierLimits:
     max_label_chars: int = 300
     max_prompts: int = 16_384
     max_images: int = 2048  # per classify request
+    trainings_per_account: int = 2  # creates and adds in progress at once
     train: TrainOptions = field(default_factory=TrainOptions)
 
     @classmethod
@@ -70,6 +72,7 @@ class ClassifierLimits:
             max_label_chars=min(settings.max_label_chars, TEMPLATE_CHARS),
             max_prompts=settings.max_prompts_per_request,
             max_images=settings.max_classify_images,
+            trainings_per_account=settings.classifier_trainings_per_account,
             train=TrainOptions(
                 max_iter=settings.classifier_max_iter,
                 cv_folds=settings.classifier_cv_folds,
@@ -127,9 +130,12 @@ class ClassifierService:
         self._prompts = prompts
         self._logit_scale = logit_scale
         self._store_pool = store_pool
-        self._train_pool = train_pool
+        self.train_pool = train_pool
         self._input_limits = input_limits
         self.limits = limits
+        self.trainings: Counter[str] = (
+            Counter()
+        )  # creates and adds in progress, per account (event loop only)
 
     # planning (before metering: a bad request costs nothing)
 
@@ -236,7 +242,34 @@ class ClassifierService:
 
     # endpoints
 
+    @contextmanager
+    def _training_slot(self, owner: str) -> Iterator[None]:
+        """One of the account's `trainings_per_account` slots, taken before anything is embedded: an add costs a
+        few tokens but retrains on every example, so the training queue is bounded per account."""
+        if self.trainings[owner] >= self.limits.trainings_per_account:
+            raise ServiceOverloadedError(
+                f"this account already has {self.trainings[owner]} classifier trainings in progress; retry when "
+                "one has finished",
+                retry_after_s=2,
+            )
+        self.trainings[owner] += 1
+        try:
+            yield
+        finally:
+            self.trainings[owner] -= 1
+            if not self.trainings[owner]:
+                del self.trainings[owner]
+
     async def create(self, owner: str, plan: CreatePlan) -> Outcome:
+        with self._training_slot(owner):
+            return await self._create(owner, plan)
+
+    async def add(self, record: ClassifierRecord, planned: PlannedExamples) -> Outcome:
+        """Embed the new examples, retrain on all of them (warm-started), store if nobody changed it meanwhile."""
+        with self._training_slot(record.owner):
+            return await self._add(record, planned)
+
+    async def _create(self, owner: str, plan: CreatePlan) -> Outcome:
         held = await self._run_store(lambda: self._store.count_for(owner))
         if held >= self.limits.per_account:  # cheap early refusal, before any work; the insert checks again
             raise quota_error(held)
@@ -263,8 +296,7 @@ class ClassifierService:
         )
         return Outcome(record, usage)
 
-    async def add(self, record: ClassifierRecord, planned: PlannedExamples) -> Outcome:
-        """Embed the new examples, retrain on all of them (warm-started), store if nobody changed it meanwhile."""
+    async def _add(self, record: ClassifierRecord, planned: PlannedExamples) -> Outcome:
         new, usage = await self._embed(record.owner, planned)
         stored = await self._run_store(lambda: self._store.examples(record))
         every = Examples(
@@ -348,7 +380,7 @@ class ClassifierService:
                 start=start,
             )  # fmt: skip
 
-        probe = await asyncio.get_running_loop().run_in_executor(self._train_pool.for_tenant(owner), train)
+        probe = await asyncio.get_running_loop().run_in_executor(self.train_pool.for_tenant(owner), train)
         return Trained(
             probe.weights.astype(np.float32), probe.bias.astype(np.float32), probe.C,
             len(examples.label_indices), probe.train_accuracy, probe.cv_accuracy,
