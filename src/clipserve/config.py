@@ -399,7 +399,15 @@ class Settings(BaseSettings):
         gt=0,
         le=1e6,
         description="Inverse regularisation strength used when too few examples per label (< 2) allow "
-        "choosing it by cross-validation.",
+        "choosing it by cross-validation, or the training is beyond classifier_cv_max_work.",
+    )
+    classifier_cv_max_work: int = Field(
+        default=20_000,
+        ge=0,
+        le=10_000_000,
+        description="Choose C by cross-validation (31 fits) only while examples x labels is at most this; a "
+        "larger training is one fit at classifier_default_c, so its CPU stays bounded even when its examples "
+        "are cheap texts.",
     )
     classifier_max_iter: int = Field(
         default=300,

@@ -193,6 +193,15 @@ def test_cv_accuracy_is_null_when_a_class_has_fewer_than_two_examples() -> None:
     assert with_two.cv_accuracy is not None
 
 
+def test_beyond_the_cv_budget_a_training_is_one_fit_at_the_default_c() -> None:
+    X, y = embeddings(3, 10, 16, 1.0, seed=11)  # 30 examples x 3 classes = 90 units of work
+    within = fit(X, y, 3, prior=None, C=None, options=TrainOptions(default_c=7.0, cv_max_work=90))
+    assert within.cv_accuracy is not None
+    assert len(within.cv_scores) == len(TrainOptions().c_grid)
+    beyond = fit(X, y, 3, prior=None, C=None, options=TrainOptions(default_c=7.0, cv_max_work=89))
+    assert (beyond.C, beyond.cv_accuracy, beyond.cv_scores) == (7.0, None, {})
+
+
 def test_warm_start_reaches_the_same_optimum_in_fewer_iterations() -> None:
     X, y = embeddings(5, 30, 512, 1.0, seed=10)  # 140 examples, then 10 more (an online add)
     options = TrainOptions(max_iter=5000, gtol=1e-9)

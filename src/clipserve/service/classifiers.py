@@ -77,6 +77,7 @@ class ClassifierLimits:
                 max_iter=settings.classifier_max_iter,
                 cv_folds=settings.classifier_cv_folds,
                 default_c=settings.classifier_default_c,
+                cv_max_work=settings.classifier_cv_max_work,
             ),
         )
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import minimize
-from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # lead: add to pyproject mypy overrides
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 DEFAULT_C_GRID = (1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3)
 
@@ -35,6 +35,9 @@ class TrainOptions:
     cv_folds: int = 5
     c_grid: tuple[float, ...] = DEFAULT_C_GRID
     default_c: float = 10.0  # when some class has < 2 examples there is nothing to cross-validate with
+    # Cross-validation costs len(c_grid) * folds + 1 fits; beyond this many examples x classes one fit at
+    # default_c is all a training does, so its CPU stays bounded whatever the examples cost (text is cheap).
+    cv_max_work: int = 20_000
     gtol: float = 1e-6  # on the gradient of the objective divided by C * n
     seed: int = 0
 
@@ -158,10 +161,11 @@ def _log_loss(probabilities: np.ndarray, y: np.ndarray) -> float:
 def choose_c(
     X: np.ndarray, y: np.ndarray, n_classes: int, prior: Prior | None, options: TrainOptions
 ) -> tuple[float, float | None, dict[float, float]]:
-    """(C, its mean CV accuracy, accuracy per grid C); (default_c, None, {}) when a class has < 2 examples."""
+    """(C, its mean CV accuracy, accuracy per grid C); (default_c, None, {}) when a class has < 2 examples or
+    the examples x classes exceed options.cv_max_work."""
     counts = np.bincount(y, minlength=n_classes)
     smallest = int(counts.min()) if len(counts) else 0
-    if smallest < 2 or options.cv_folds < 2:
+    if smallest < 2 or options.cv_folds < 2 or len(y) * n_classes > options.cv_max_work:
         return options.default_c, None, {}
     folds = stratified_folds(y, min(options.cv_folds, smallest), options.seed)
     scores: dict[float, tuple[float, float]] = {}
