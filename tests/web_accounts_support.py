@@ -52,6 +52,21 @@ class CountingHasher(PasswordHasher):
         return super().verify(hash, password)
 
 
+class GatedHasher(CountingHasher):
+    """A counting hasher whose verify waits for `gate`: the attempts already hashing stay in flight while the
+    test watches what the others get."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:
+        with self._lock:
+            self.calls += 1
+        assert self.gate.wait(60), "the test never opened the gate"
+        return PasswordHasher.verify(self, hash, password)
+
+
 def web_accounts_on(
     database: Database,
     clock: Clock,

@@ -4,6 +4,7 @@ argon2id hasher); web sign-up and POST /v1/signup share one per-address count.""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -11,8 +12,13 @@ from typing import Any
 
 import pytest
 
-from clipserve.errors import AuthenticationError, PermissionDeniedError, RateLimitExceededError
-from tests.web_accounts_support import CountingHasher, web_app
+from clipserve.errors import (
+    AuthenticationError,
+    ConflictError,
+    PermissionDeniedError,
+    RateLimitExceededError,
+)
+from tests.web_accounts_support import CountingHasher, GatedHasher, web_app
 
 pytestmark = pytest.mark.anyio
 
@@ -116,3 +122,46 @@ async def test_the_sign_in_form_answers_429_with_retry_after_on_the_sixth_attemp
         assert refused.status_code == 429
         assert 1 <= int(refused.headers["Retry-After"]) <= 900
         assert hasher.calls == before
+
+
+async def test_a_burst_of_concurrent_guesses_gets_only_the_limit_of_hashes(
+    tiny_runtime: Any, tmp_path: Path
+) -> None:
+    # Each attempt counts as a failure from before its hash, so while the first five are still hashing (held
+    # at the gate) the other fifteen are refused: they could all pass a check made before the hash otherwise.
+    hasher = GatedHasher()
+    settings = {"signin_failures_per_account": 5, "signin_failures_per_address": 100}
+    async with web_app(tiny_runtime, tmp_path, hasher, **settings) as (_, app):
+        web = app.state.context.web_accounts
+        await web.sign_up("ada@example.org", PASSWORD, None, "192.0.2.9/32")
+        verified_before = hasher.calls
+        guesses = [asyncio.ensure_future(web.sign_in("ada@example.org", "wrong", ADDRESS)) for _ in range(20)]
+        refused = 0
+        try:
+            for finished in asyncio.as_completed(guesses, timeout=30):
+                with pytest.raises(RateLimitExceededError):
+                    await finished
+                refused += 1
+                if refused == 15:
+                    break
+        finally:
+            hasher.gate.set()
+        outcomes = await asyncio.gather(*guesses, return_exceptions=True)
+        assert sum(isinstance(o, RateLimitExceededError) for o in outcomes) == 15
+        assert sum(isinstance(o, AuthenticationError) for o in outcomes) == 5
+        assert hasher.calls - verified_before == 5
+
+
+async def test_a_taken_email_at_sign_up_counts_as_a_failed_attempt(tiny_runtime: Any, tmp_path: Path) -> None:
+    hasher = CountingHasher()
+    settings = {"signin_failures_per_account": 3, "signups_per_address_per_day": 100}
+    async with web_app(tiny_runtime, tmp_path, hasher, **settings) as (_, app):
+        web = app.state.context.web_accounts
+        await web.sign_up("ada@example.org", PASSWORD, None, "192.0.2.9/32")
+        for _ in range(3):  # probing whether the email exists, through sign-up
+            with pytest.raises(ConflictError):
+                await web.sign_up("ada@example.org", PASSWORD, None, ADDRESS)
+        before = hasher.calls
+        with pytest.raises(RateLimitExceededError):
+            await web.sign_up("ada@example.org", PASSWORD, None, ADDRESS)
+        assert hasher.calls == before  # refused before hashing

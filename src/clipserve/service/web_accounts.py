@@ -17,7 +17,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TypeVar
 
-from clipserve.errors import AuthenticationError, InvalidRequestError, PermissionDeniedError
+from clipserve.errors import AuthenticationError, ConflictError, InvalidRequestError, PermissionDeniedError
 from clipserve.service.passwords import MAX_PASSWORD_CHARS, PasswordHashing
 from clipserve.service.signin_throttle import SigninThrottle
 from clipserve.store.logins import LoginStore, NewSignup
@@ -113,9 +113,15 @@ class WebAccounts:
         display = (name or "").strip()[:200] or email
         # refuse an address over its limit before paying for a hash (the transaction checks again)
         await self._run(lambda: self.logins.accounts.signups_left(address, policy.per_address_per_day))
+        # a taken email is a failed attempt, throttled like sign-in's: sign-up must not probe emails freely
+        await self._run(lambda: self.throttle.check(email, address))
         password_hash = await self.passwords.hash(password)
         signup = NewSignup(email, password_hash, display, policy.credit_micros, policy.per_address_per_day)
-        _, login, _ = await self._run(lambda: self.logins.sign_up(address, signup))
+        try:
+            _, login, _ = await self._run(lambda: self.logins.sign_up(address, signup))
+        except ConflictError:
+            await self._run(lambda: self.throttle.record_failure(email, address))
+            raise
         self._on_key_created()  # the console key: in auto mode, authentication is on from now
         logger.info("web sign-up: account %d", login.account_id)
         return await self._new_session(login)
@@ -125,12 +131,14 @@ class WebAccounts:
         email = normalize_email(email)
         if len(password) > MAX_PASSWORD_CHARS:
             check_password_length(password, 0)
-        await self._run(lambda: self.throttle.check(email, address))
+        # the attempt counts as a failure from before its hash until it turns out right, so concurrent guesses
+        # cannot all pass the check while the first ones are still hashing
+        attempt = await self._run(lambda: self.throttle.reserve(email, address))
         login = await self._run(lambda: self.logins.find(email))
         matched = await self.passwords.verify(login.password_hash if login else None, password)
         if login is None or not matched:
-            await self._run(lambda: self.throttle.record_failure(email, address))
             raise AuthenticationError(WRONG_CREDENTIALS, code="invalid_credentials")
+        await self._run(lambda: self.throttle.succeeded(attempt))
         if self.passwords.needs_rehash(login.password_hash):  # the configured cost went up: upgrade it
             upgraded = await self.passwords.hash(password)
             await self._run(lambda: self.logins.set_password_hash(login.id, upgraded))

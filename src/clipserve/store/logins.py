@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from clipserve.errors import ConflictError
@@ -97,18 +97,49 @@ class LoginStore:
 
     def failures_since(self, email: str, address: str, since: datetime) -> FailureCounts:
         with self.db.read() as conn:
-            by_email = conn.execute(
-                select(signin_failures.c.created_at)
-                .where(signin_failures.c.email == email, signin_failures.c.created_at > since)
-                .order_by(signin_failures.c.created_at)
-            ).scalars()
-            email_times = list(by_email)
-            by_address = conn.execute(
-                select(signin_failures.c.created_at)
-                .where(signin_failures.c.address == address, signin_failures.c.created_at > since)
-                .order_by(signin_failures.c.created_at)
-            ).scalars()
-            return FailureCounts(email_times, list(by_address))
+            return self._failures(conn, email, address, since)
+
+    def _failures(self, conn: Connection, email: str, address: str, since: datetime) -> FailureCounts:
+        by_email = conn.execute(
+            select(signin_failures.c.created_at)
+            .where(signin_failures.c.email == email, signin_failures.c.created_at > since)
+            .order_by(signin_failures.c.created_at)
+        ).scalars()
+        email_times = list(by_email)
+        by_address = conn.execute(
+            select(signin_failures.c.created_at)
+            .where(signin_failures.c.address == address, signin_failures.c.created_at > since)
+            .order_by(signin_failures.c.created_at)
+        ).scalars()
+        return FailureCounts(email_times, list(by_address))
+
+    def reserve_attempt(
+        self, email: str, address: str, window_s: float, limits: tuple[int, int]
+    ) -> tuple[int | None, FailureCounts]:
+        """Count a sign-in attempt as a failure before its password is checked, unless the email or the address
+        is at its limit (per_account, per_address) within the window: (the new row's id or None, the counts).
+
+        Counting and inserting in one serialised transaction means concurrent guesses cannot all pass the check
+        while the first ones are still hashing. A success deletes its row again (forget_attempt)."""
+        now = self.clock()
+        since = now - timedelta(seconds=window_s)
+        with self.db.write(durable=False) as conn:
+            if not self.db.is_sqlite:  # SQLite's BEGIN IMMEDIATE already serialises writers
+                for key in (f"signin-email:{email}", f"signin-address:{address}"):  # always in this order
+                    conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+            counts = self._failures(conn, email, address, since)
+            if len(counts.email) >= limits[0] or len(counts.address) >= limits[1]:
+                return None, counts
+            result = conn.execute(
+                insert(signin_failures).values(email=email, address=address, created_at=now)
+            )
+            conn.execute(delete(signin_failures).where(signin_failures.c.created_at <= since))
+            return int(result.inserted_primary_key[0]), counts  # type: ignore[index]
+
+    def forget_attempt(self, attempt_id: int) -> None:
+        """The attempt succeeded: it no longer counts as a failure."""
+        with self.db.write(durable=False) as conn:
+            conn.execute(delete(signin_failures).where(signin_failures.c.id == attempt_id))
 
     def record_failure(self, email: str | None, address: str, window_s: float) -> None:
         """Count one failed sign-in, and forget those that left the window (any email or address)."""
