@@ -435,6 +435,14 @@ class Settings(BaseSettings):
         description="Creates and adds one account may have in progress at once (503 + Retry-After beyond): a "
         "cheap add retrains on every example, so the training queue needs a bound per account.",
     )
+    classifier_training_cpu_s_per_minute: float = Field(
+        default=20.0,
+        ge=0,
+        le=1e6,
+        description="Classifier training CPU seconds per account per minute (a bucket of that size, refilled "
+        "continuously; 0 = unlimited): a one-text add costs a token or two but retrains on every example, so "
+        "without it one account could keep the training threads busy; 429 + Retry-After while in debt.",
+    )
 
     # HTTP server
     host: str = Field(default="127.0.0.1", description="Address to bind.")

@@ -244,3 +244,9 @@ class ClassifierQuotaError(InvalidRequestError):
     nothing)."""
 
     default_code = "classifier_quota_exceeded"
+
+
+class TrainingBudgetExceededError(RateLimitExceededError):
+    """An account used its per-minute classifier training CPU (classifier_training_cpu_s_per_minute)."""
+
+    default_code = "classifier_training_budget"

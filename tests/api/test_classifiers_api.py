@@ -80,6 +80,8 @@ BAD_BODIES = [
     ({"name": "x", "labels": ["cat", "dog"], "examples": [{"input": "a cat"}]}, "examples[0]"),
     ({"name": "x", "labels": ["cat", "dog"], "options": {"zero_shot_prior": False}}, "examples"),
     ({"name": "x", "labels": ["cat", "dog"], "examples": [{"input": "a", "label": "cat"}] * 7}, "examples"),
+    ({"name": "x", "labels": ["cat", "dog"], "options": {"zero_shot_prior": False},
+      "examples": [{"input": "a", "label": "cat"}, {"input": _image(1), "label": "cat"}]}, "examples"),  # one class
     ({"name": "x", "labels": ["cat", "dog"], "options": {"C": -1}}, "options.C"),
     ({"name": "x", "labels": ["cat", "dog"], "options": {"template": "no slot"}}, "options.template"),
     ({"name": "x", "labels": ["cat", "dog"], "options": {"zero_shot_prior": False, "template": "{}"},
@@ -374,3 +376,70 @@ async def test_trainings_in_progress_are_bounded_per_account(tiny_runtime: Any, 
         assert (await other).status_code == 200
         assert service.trainings == {}
         assert (await client.post("/v1/classifiers", json=body, headers=bearer(alice))).status_code == 200
+
+
+async def test_an_add_without_the_prior_must_leave_two_labels_covered(
+    tiny_runtime: Any, tmp_path: Path
+) -> None:
+    key = create_key(tmp_path, "payer")
+    no_prior = {"zero_shot_prior": False}
+    async with running_app(tiny_runtime, tmp_path) as (client, _):
+        one_class = {"name": "n", "labels": ["cat", "dog", "car"], "options": no_prior,
+                     "examples": [{"input": _image(1), "label": "cat"}]}  # fmt: skip
+        refused = await client.post("/v1/classifiers", json=one_class, headers=bearer(key))
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["param"] == "examples"
+        two = {
+            **one_class,
+            "examples": [{"input": _image(1), "label": "cat"}, {"input": "a dog", "label": "dog"}],
+        }
+        created = await client.post("/v1/classifiers", json=two, headers=bearer(key))
+        assert created.status_code == 200, created.text
+        clf = created.json()["id"]
+        # an add's new examples may all be of one label: the stored ones cover another
+        more_cats = {"examples": [{"input": _image(2), "label": "cat"}]}
+        added = await client.post(f"/v1/classifiers/{clf}/examples", json=more_cats, headers=bearer(key))
+        assert added.status_code == 200, added.text
+        assert added.json()["examples_per_label"] == {"cat": 2, "dog": 1, "car": 0}
+        # with the prior, examples of one label are fine (the prior covers every label)
+        with_prior = {**one_class, "options": {"zero_shot_prior": True}}
+        assert (await client.post("/v1/classifiers", json=with_prior, headers=bearer(key))).status_code == 200
+        ledger = _usage_by_endpoint((await client.get("/v1/usage", headers=bearer(key))).json())
+        assert ledger["/v1/classifiers"][:2] == (2, 2)  # requests, images: the refused create charged nothing
+
+
+async def test_training_cpu_is_budgeted_per_account(tiny_runtime: Any, tmp_path: Path) -> None:
+    alice, bob = create_key(tmp_path, "alice"), create_key(tmp_path, "bob")
+    per_minute = 1e-6  # any training uses more: the first one puts the account in debt for a long time
+    body = {"name": "n", "labels": ["cat", "dog"], "examples": [{"input": _image(1), "label": "cat"}]}
+    add = {"examples": [{"input": _image(2), "label": "dog"}]}
+    async with running_app(tiny_runtime, tmp_path, classifier_training_cpu_s_per_minute=per_minute) as (
+        client,
+        app,
+    ):
+        budget = app.state.context.classifiers.training_budget
+        first = await client.post("/v1/classifiers", json=body, headers=bearer(alice))
+        assert first.status_code == 200, first.text
+        [account] = budget.accounts_held()  # alice's, in debt
+        debt = -budget.level(account)
+        assert debt > 0
+        for path, json in (
+            ("/v1/classifiers", body),
+            (f"/v1/classifiers/{first.json()['id']}/examples", add),
+        ):
+            refused = await client.post(path, json=json, headers=bearer(alice))
+            assert refused.status_code == 429, refused.text
+            error = refused.json()["error"]
+            assert error["code"] == "classifier_training_budget"
+            assert "classifier_training_cpu_s_per_minute" in error["message"]
+            # seconds until the bucket is back at 0 (the refill meanwhile is 1.7e-8 s of CPU per second)
+            assert abs(int(refused.headers["retry-after"]) - debt * 60 / per_minute) <= 2
+            assert "x-request-cost-micros" not in refused.headers
+        ledger = _usage_by_endpoint((await client.get("/v1/usage", headers=bearer(alice))).json())
+        assert ledger["/v1/classifiers"][:2] == (1, 1)  # only the first create was charged
+        assert "/v1/classifiers/{classifier_id}/examples" not in ledger
+        assert (await client.get(f"/v1/classifiers/{first.json()['id']}", headers=bearer(alice))).json()[
+            "examples"
+        ] == 1
+        other = await client.post("/v1/classifiers", json=body, headers=bearer(bob))
+        assert other.status_code == 200, other.text

@@ -82,9 +82,7 @@ async def add_examples(
     service: ServiceDep,
 ) -> Response:
     record = await service.get(caller.account, classifier_id)
-    planned = await parse_off_the_loop(
-        request, lambda: service.plan_examples(body.examples, record.labels, held=record.examples)
-    )
+    planned = await parse_off_the_loop(request, lambda: service.plan_add(record, body.examples))
 
     async def produce() -> Answer:
         return _answer(await service.add(record, planned))

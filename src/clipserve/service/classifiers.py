@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
@@ -30,6 +31,7 @@ from clipserve.service.pricing import Usage, text_token_bound, usage_bound
 from clipserve.service.prompts import PromptEncoder
 from clipserve.service.templates import DEFAULT_TEMPLATE, prompts_for, template_set
 from clipserve.service.text_checks import is_blank
+from clipserve.service.training_budget import TrainingBudget
 from clipserve.store.classifiers import (
     ClassifierRecord,
     ClassifierStore,
@@ -59,6 +61,7 @@ class ClassifierLimits:
     max_prompts: int = 16_384
     max_images: int = 2048  # per classify request
     trainings_per_account: int = 2  # creates and adds in progress at once
+    training_cpu_s_per_minute: float = 20.0  # per account, a token bucket (0 = unlimited)
     train: TrainOptions = field(default_factory=TrainOptions)
 
     @classmethod
@@ -73,6 +76,7 @@ class ClassifierLimits:
             max_prompts=settings.max_prompts_per_request,
             max_images=settings.max_classify_images,
             trainings_per_account=settings.classifier_trainings_per_account,
+            training_cpu_s_per_minute=settings.classifier_training_cpu_s_per_minute,
             train=TrainOptions(
                 max_iter=settings.classifier_max_iter,
                 cv_folds=settings.classifier_cv_folds,
@@ -125,6 +129,7 @@ class ClassifierService:
         train_pool: FairExecutor,
         input_limits: InputLimits,
         limits: ClassifierLimits,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._embeddings = embeddings
@@ -137,6 +142,7 @@ class ClassifierService:
         self.trainings: Counter[str] = (
             Counter()
         )  # creates and adds in progress, per account (event loop only)
+        self.training_budget = TrainingBudget(limits.training_cpu_s_per_minute, clock)
 
     # planning (before metering: a bad request costs nothing)
 
@@ -179,7 +185,17 @@ class ClassifierService:
             raise InvalidRequestError(
                 "without the zero-shot prior a classifier needs examples to learn from", param="examples"
             )
+        if not prior:
+            _check_two_labels(examples.label_indices)
         return CreatePlan(name, checked, examples, prior, template if prior else None, c, prompts)
+
+    def plan_add(self, record: ClassifierRecord, raw: Sequence[Any]) -> PlannedExamples:
+        """An add's examples; without the prior, the stored ones and these together must cover two labels."""
+        planned = self.plan_examples(raw, record.labels, held=record.examples)
+        if not record.zero_shot_prior:
+            stored = np.repeat(np.arange(len(record.labels)), record.examples_per_label)
+            _check_two_labels(np.concatenate([stored, planned.label_indices]))
+        return planned
 
     def plan_examples(self, raw: Sequence[Any], labels: list[str], *, held: int) -> PlannedExamples:
         """Parse [{"input", "label"}] against `labels`; `held` examples are already stored."""
@@ -247,6 +263,7 @@ class ClassifierService:
     def _training_slot(self, owner: str) -> Iterator[None]:
         """One of the account's `trainings_per_account` slots, taken before anything is embedded: an add costs a
         few tokens but retrains on every example, so the training queue is bounded per account."""
+        self.training_budget.check(owner)  # 429 while the account's training CPU is in debt
         if self.trainings[owner] >= self.limits.trainings_per_account:
             raise ServiceOverloadedError(
                 f"this account already has {self.trainings[owner]} classifier trainings in progress; retry when "
@@ -375,13 +392,22 @@ class ClassifierService:
     ) -> Trained:  # fmt: skip
         prior = None if prior_weights is None else Prior(prior_weights.astype(np.float64))
 
-        def train() -> FittedProbe:
-            return fit(
-                examples.vectors, examples.label_indices, n_labels, prior=prior, C=c, options=self.limits.train,
-                start=start,
-            )  # fmt: skip
+        cpu_s = [0.0]  # this training's thread CPU, debited from the account's budget once it has run
 
-        probe = await asyncio.get_running_loop().run_in_executor(self.train_pool.for_tenant(owner), train)
+        def train() -> FittedProbe:
+            began = time.thread_time()
+            try:
+                return fit(
+                    examples.vectors, examples.label_indices, n_labels, prior=prior, C=c,
+                    options=self.limits.train, start=start,
+                )  # fmt: skip
+            finally:
+                cpu_s[0] = time.thread_time() - began
+
+        try:
+            probe = await asyncio.get_running_loop().run_in_executor(self.train_pool.for_tenant(owner), train)
+        finally:
+            self.training_budget.debit(owner, cpu_s[0])
         return Trained(
             probe.weights.astype(np.float32), probe.bias.astype(np.float32), probe.C,
             len(examples.label_indices), probe.train_accuracy, probe.cv_accuracy,
@@ -389,3 +415,13 @@ class ClassifierService:
 
     async def _run_store(self, call: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._store_pool, call)
+
+
+def _check_two_labels(label_indices: np.ndarray) -> None:
+    """Without the prior a probe of one label answers that label whatever the input: a 400."""
+    if len(np.unique(label_indices)) < 2:
+        raise InvalidRequestError(
+            "without the zero-shot prior the examples must cover at least two labels (a classifier trained on "
+            "one label always answers it)",
+            param="examples",
+        )
