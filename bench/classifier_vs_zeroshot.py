@@ -28,7 +28,7 @@ from PIL import Image
 from clipserve.api.app import create_app
 from clipserve.config import Settings
 from clipserve.runtime.model import ClipRuntime, RuntimeSpec
-from common import write_random_vit_b32
+from common import ready_app_client, write_random_vit_b32
 
 
 def _images(count: int, seed: int) -> list[str]:
@@ -61,36 +61,24 @@ async def measure(
             data_dir=Path(tmp), weights="random", classifier_max_labels=max(100, len(labels)),
             freeze_startup_heap=False,
         )  # fmt: skip
-        app = create_app(settings, runtime)
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(
-                transport=transport, base_url="http://bench", timeout=None
-            ) as client:
-                for _ in range(600):
-                    if (await client.get("/ready")).status_code == 200:
-                        break
-                    await asyncio.sleep(0.05)
-                examples = [
-                    {"input": image, "label": labels[i % len(labels)]}
-                    for i, image in enumerate(_images(4, 1))
-                ]
-                created = await client.post(
-                    "/v1/classifiers", json={"name": "bench", "labels": labels, "examples": examples}
-                )
-                assert created.status_code == 200, created.text
-                zero_shot = {"input": images, "labels": labels}
-                assert (
-                    await client.post("/v1/classify", json=zero_shot)
-                ).status_code == 200  # fills the cache
-                with_classifier = {"input": images, "classifier": created.json()["id"]}
-                assert (await client.post("/v1/classify", json=with_classifier)).status_code == 200  # warm
-                # interleaved rounds, so drift (thermal, other load) hits both alike
-                zs, clf = [], []
-                for _ in range(rounds):
-                    zs.append(await _median_s(client, zero_shot, 1))
-                    clf.append(await _median_s(client, with_classifier, 1))
-                return statistics.median(zs), statistics.median(clf)
+        async with ready_app_client(create_app(settings, runtime)) as client:
+            examples = [
+                {"input": image, "label": labels[i % len(labels)]} for i, image in enumerate(_images(4, 1))
+            ]
+            created = await client.post(
+                "/v1/classifiers", json={"name": "bench", "labels": labels, "examples": examples}
+            )
+            assert created.status_code == 200, created.text
+            zero_shot = {"input": images, "labels": labels}
+            assert (await client.post("/v1/classify", json=zero_shot)).status_code == 200  # fills the cache
+            with_classifier = {"input": images, "classifier": created.json()["id"]}
+            assert (await client.post("/v1/classify", json=with_classifier)).status_code == 200  # warm
+            # interleaved rounds, so drift (thermal, other load) hits both alike
+            zs, clf = [], []
+            for _ in range(rounds):
+                zs.append(await _median_s(client, zero_shot, 1))
+                clf.append(await _median_s(client, with_classifier, 1))
+            return statistics.median(zs), statistics.median(clf)
 
 
 def main() -> None:

@@ -19,7 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import open_clip
 import skimage
 import torch
@@ -29,7 +28,7 @@ from PIL import Image
 from clipserve.api.app import create_app
 from clipserve.config import Settings
 from clipserve.runtime.model import ClipRuntime, RuntimeSpec
-from common import write_random_vit_b32
+from common import ready_app_client, write_random_vit_b32
 
 TEMPLATE = "a photo of a {}."
 
@@ -39,26 +38,18 @@ async def clipserve_timings(
 ) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         app = create_app(Settings(data_dir=Path(tmp), weights="random", max_labels=5000), runtime)
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(
-                transport=transport, base_url="http://bench", timeout=None
-            ) as client:
-                for _ in range(600):
-                    if (await client.get("/ready")).status_code == 200:
-                        break
-                    await asyncio.sleep(0.05)
-                body = {"image": base64.b64encode(image).decode(), "labels": labels, "template": TEMPLATE}
+        async with ready_app_client(app) as client:
+            body = {"image": base64.b64encode(image).decode(), "labels": labels, "template": TEMPLATE}
+            started = time.perf_counter()
+            response = await client.post("/v1/classify", json=body)
+            cold = time.perf_counter() - started
+            assert response.status_code == 200, response.text
+            cached = []
+            for _ in range(rounds):
                 started = time.perf_counter()
                 response = await client.post("/v1/classify", json=body)
-                cold = time.perf_counter() - started
-                assert response.status_code == 200, response.text
-                cached = []
-                for _ in range(rounds):
-                    started = time.perf_counter()
-                    response = await client.post("/v1/classify", json=body)
-                    cached.append(time.perf_counter() - started)
-                assert response.json()["usage"]["prompt_tokens"] == 0  # really served from the cache
+                cached.append(time.perf_counter() - started)
+            assert response.json()["usage"]["prompt_tokens"] == 0  # really served from the cache
     return cold, statistics.median(cached)
 
 

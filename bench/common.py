@@ -5,12 +5,15 @@ Scripts run as `python bench/NAME.py`, so this folder is on sys.path and they im
 
 from __future__ import annotations
 
+import asyncio
 import platform
 import statistics
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import open_clip
@@ -74,3 +77,20 @@ def wait_until_ready(base: str, process: subprocess.Popen[bytes], timeout_s: flo
         time.sleep(0.1)
     process.kill()
     raise SystemExit(f"the server was not ready in {timeout_s:.0f} s")
+
+
+@asynccontextmanager
+async def ready_app_client(app: Any, timeout_s: float = 30) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client on the app in this process (lifespan started), once /ready answers 200."""
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://bench", timeout=None
+        ) as client,
+    ):
+        deadline = time.monotonic() + timeout_s
+        while (await client.get("/ready")).status_code != 200:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the app was not ready in {timeout_s:.0f} s")
+            await asyncio.sleep(0.05)
+        yield client

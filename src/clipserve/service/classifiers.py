@@ -23,13 +23,19 @@ import numpy as np
 from clipserve.config import Settings
 from clipserve.errors import InvalidRequestError, ServiceOverloadedError
 from clipserve.runtime.fair_queue import FairExecutor
-from clipserve.service.classify import ClassifyResult, LabelScore, build_classifier
+from clipserve.service.classify import (
+    ClassifyResult,
+    LabelScore,
+    bounded_prompts,
+    build_classifier,
+    check_labels,
+)
 from clipserve.service.embeddings import EmbeddingService
 from clipserve.service.inputs import ImageItem, InputItem, InputLimits, TextItem, parse_item
 from clipserve.service.linear_probe import FittedProbe, Prior, TrainOptions, fit, softmax
 from clipserve.service.pricing import Usage, text_token_bound, usage_bound
 from clipserve.service.prompts import PromptEncoder
-from clipserve.service.templates import DEFAULT_TEMPLATE, prompts_for, template_set
+from clipserve.service.templates import DEFAULT_TEMPLATE
 from clipserve.service.text_checks import is_blank
 from clipserve.service.training_budget import TrainingBudget
 from clipserve.store.classifiers import (
@@ -162,19 +168,11 @@ class ClassifierService:
         if prior:
             if template is not None and "\x00" in template:  # PostgreSQL text cannot hold it
                 raise InvalidRequestError("options.template holds a NUL character", param="options.template")
-            if template is not None and len(template) > self.limits.max_label_chars:
-                raise InvalidRequestError(
-                    f"options.template is {len(template)} characters; the limit is {self.limits.max_label_chars}",
-                    param="options.template",
-                )
-            makers = template_set(template, default=DEFAULT_TEMPLATE, param="options.template")
-            if len(makers) * len(checked) > self.limits.max_prompts:
-                raise InvalidRequestError(
-                    f"{len(checked)} labels x {len(makers)} templates = {len(makers) * len(checked)} prompts; the "
-                    f"limit is {self.limits.max_prompts}",
-                    param="options.template",
-                )
-            prompts = prompts_for(checked, makers)
+            prompts = bounded_prompts(
+                checked, template, "options.template", default=DEFAULT_TEMPLATE,
+                max_prompts=self.limits.max_prompts, max_template_chars=self.limits.max_label_chars,
+                count_param="options.template",
+            )  # fmt: skip
         elif template is not None:
             raise InvalidRequestError(
                 "options.template builds the zero-shot prior; it has no use with zero_shot_prior false",
@@ -240,21 +238,9 @@ class ClassifierService:
             raise InvalidRequestError("'labels' must be a list of strings", param="labels")
         if len(labels) < 2:
             raise InvalidRequestError("a classifier needs at least two labels", param="labels")
-        if len(labels) > limits.max_labels:
-            raise InvalidRequestError(f"at most {limits.max_labels} labels per classifier", param="labels")
-        for i, label in enumerate(labels):
-            if len(label) > limits.max_label_chars:
-                raise InvalidRequestError(
-                    f"labels[{i}] is {len(label)} characters; the limit is {limits.max_label_chars}",
-                    param=f"labels[{i}]",
-                )
-            if is_blank(label):
-                raise InvalidRequestError(
-                    f"labels[{i}] is empty or blank", param=f"labels[{i}]", code="empty_text"
-                )
-        if len(set(labels)) != len(labels):
-            duplicates = sorted(label for label, count in Counter(labels).items() if count > 1)
-            raise InvalidRequestError(f"duplicate labels: {duplicates}", param="labels")
+        check_labels(
+            labels, "labels", max_labels=limits.max_labels, max_chars=limits.max_label_chars, per="classifier"
+        )
         return list(labels)
 
     # endpoints

@@ -75,6 +75,55 @@ def label_scores(
     return softmax
 
 
+def check_labels(labels: list[str], param: str, *, max_labels: int, max_chars: int, per: str) -> None:
+    """What every list of labels must be (a zero-shot query's, a custom classifier's): at most max_labels, each
+    at most max_chars and not blank (the rule texts follow, service/inputs.py), no duplicates. `param` names the
+    list in errors; `per` is what the count limit is per ("request", "classifier")."""
+    if len(labels) > max_labels:
+        raise InvalidRequestError(f"at most {max_labels} labels per {per}", param=param)
+    for i, label in enumerate(labels):
+        if len(label) > max_chars:
+            raise InvalidRequestError(
+                f"{param}[{i}] is {len(label)} characters; the limit is {max_chars}", param=f"{param}[{i}]"
+            )
+        if is_blank(label):
+            raise InvalidRequestError(
+                f"{param}[{i}] is empty or blank (only whitespace or control characters)",
+                param=f"{param}[{i}]",
+                code="empty_text",
+            )
+    if len(set(labels)) != len(labels):
+        duplicates = sorted(label for label, count in Counter(labels).items() if count > 1)
+        raise InvalidRequestError(f"duplicate labels: {duplicates}", param=param)
+
+
+def bounded_prompts(
+    labels: list[str],
+    template: str | None,
+    param: str,
+    *,
+    default: str,
+    max_prompts: int,
+    max_template_chars: int,
+    count_param: str,
+) -> list[str]:
+    """The prompts (labels x the template or named set) a zero-shot classifier is built from: a 400 naming
+    `param` (the template's field) when the template is too long, naming `count_param` when there would be
+    more than max_prompts."""
+    if template is not None and len(template) > max_template_chars:
+        raise InvalidRequestError(
+            f"{param} is {len(template)} characters; the limit is {max_template_chars}", param=param
+        )
+    makers = template_set(template, default=default, param=param)
+    if len(makers) * len(labels) > max_prompts:
+        raise InvalidRequestError(
+            f"{len(labels)} labels x {len(makers)} templates = {len(labels) * len(makers)} prompts; "
+            f"the limit is {max_prompts}",
+            param=count_param,
+        )
+    return prompts_for(labels, makers)
+
+
 class ClassificationService:
     def __init__(
         self, embeddings: EmbeddingService, prompts: PromptEncoder, logit_scale: float, limits: ClassifyLimits
@@ -101,46 +150,25 @@ class ClassificationService:
             raise InvalidRequestError(f"at most {limits.max_images} images per request", param="input")
         if any(not isinstance(item, ImageItem) for item in query.images):
             raise InvalidRequestError("classify takes images; use /v1/rank to compare texts", param="input")
-        labels = query.labels_param
         if len(query.labels) < (1 if query.multi_label else 2):
-            raise InvalidRequestError("give at least two labels (one with multi_label)", param=labels)
-        if len(query.labels) > limits.max_labels:
-            raise InvalidRequestError(f"at most {limits.max_labels} labels per request", param=labels)
-        for i, label in enumerate(query.labels):
-            if len(label) > limits.max_label_chars:
-                raise InvalidRequestError(
-                    f"{labels}[{i}] is {len(label)} characters; the limit is {limits.max_label_chars}",
-                    param=f"{labels}[{i}]",
-                )
-            if is_blank(label):  # the rule texts follow (service/inputs.py)
-                raise InvalidRequestError(
-                    f"{labels}[{i}] is empty or blank (only whitespace or control characters)",
-                    param=f"{labels}[{i}]",
-                    code="empty_text",
-                )
-        if query.template is not None and len(query.template) > limits.max_label_chars:
             raise InvalidRequestError(
-                f"{query.template_param} is {len(query.template)} characters; the limit is "
-                f"{limits.max_label_chars}",
-                param=query.template_param,
+                "give at least two labels (one with multi_label)", param=query.labels_param
             )
-        if len(set(query.labels)) != len(query.labels):
-            duplicates = sorted(label for label, count in Counter(query.labels).items() if count > 1)
-            raise InvalidRequestError(f"duplicate labels: {duplicates}", param="labels")
+        check_labels(
+            query.labels, query.labels_param, max_labels=limits.max_labels, max_chars=limits.max_label_chars,
+            per="request",
+        )  # fmt: skip
         if query.top_k is not None and query.top_k < 1:
             raise InvalidRequestError("top_k must be at least 1", param="top_k")
 
     def prompts(self, query: ClassifyQuery) -> list[str]:
         """The prompts a valid query encodes (labels x templates); raises for an invalid query."""
         self._validate(query)
-        makers = template_set(query.template, default=query.default_template, param=query.template_param)
-        if len(makers) * len(query.labels) > self._limits.max_prompts:
-            raise InvalidRequestError(
-                f"{len(query.labels)} labels x {len(makers)} templates = {len(query.labels) * len(makers)} prompts; "
-                f"the limit is {self._limits.max_prompts}",
-                param="labels",
-            )
-        return prompts_for(query.labels, makers)
+        limits = self._limits
+        return bounded_prompts(
+            query.labels, query.template, query.template_param, default=query.default_template,
+            max_prompts=limits.max_prompts, max_template_chars=limits.max_label_chars, count_param="labels",
+        )  # fmt: skip
 
     def usage_bound(self, query: ClassifyQuery) -> Usage:
         """The most the query can cost, before any work."""

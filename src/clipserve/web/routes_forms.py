@@ -79,21 +79,34 @@ def _presession_ok(request: Request, fields: dict[str, str]) -> bool:
     return bool(presented) and bool(expected) and tokens_match(presented, expected)
 
 
-async def _end_presented_session(request: Request) -> None:
-    """Signing in (or up) on a browser that still holds a session ends that one: one live session per cookie."""
-    presented = request.cookies.get(SESSION_COOKIE)
-    if presented:
-        await get_web_accounts(request).sign_out(presented)
-
-
-@router.post("/signup")
-async def sign_up(request: Request) -> Response:
-    state = await page_state(request)
+async def _presession_post(request: Request, state: PageState) -> dict[str, str] | Response:
+    """The sign-up or sign-in form's fields, or the 403 page when it came from another site or without the
+    pre-session token."""
     if not is_same_origin(request):
         return forbidden(request, state, CROSS_SITE)
     fields = await form_fields(request)
     if not _presession_ok(request, fields):
         return forbidden(request, state, STALE_FORM)
+    return fields
+
+
+async def _signed_in(request: Request, token: str) -> Response:
+    """To the console with the new session's cookie (a new id: never the one presented). Signing in (or up) on
+    a browser that still holds a session ends that one: one live session per cookie."""
+    presented = request.cookies.get(SESSION_COOKIE)
+    if presented:
+        await get_web_accounts(request).sign_out(presented)
+    response = RedirectResponse("/console", status_code=303)
+    set_session_cookie(response, token, request, get_context(request).settings)
+    return response
+
+
+@router.post("/signup")
+async def sign_up(request: Request) -> Response:
+    state = await page_state(request)
+    fields = await _presession_post(request, state)
+    if isinstance(fields, Response):
+        return fields
     email, name = fields.get("email", ""), fields.get("name", "")
     if not state.signup_open:
         return forbidden(request, state, "Sign-up is closed on this server.")
@@ -107,20 +120,15 @@ async def sign_up(request: Request) -> Response:
             request, state, "signup.html", status_code=error.status_code, error=error.message,
             email=email, name=name, headers=error.headers,
         )  # fmt: skip
-    await _end_presented_session(request)
-    response = RedirectResponse("/console", status_code=303)
-    set_session_cookie(response, token, request, settings)
-    return response
+    return await _signed_in(request, token)
 
 
 @router.post("/signin")
 async def sign_in(request: Request) -> Response:
     state = await page_state(request)
-    if not is_same_origin(request):
-        return forbidden(request, state, CROSS_SITE)
-    fields = await form_fields(request)
-    if not _presession_ok(request, fields):
-        return forbidden(request, state, STALE_FORM)
+    fields = await _presession_post(request, state)
+    if isinstance(fields, Response):
+        return fields
     email = fields.get("email", "")
     settings = get_context(request).settings
     try:
@@ -132,10 +140,7 @@ async def sign_in(request: Request) -> Response:
             request, state, "signin.html", status_code=error.status_code, error=error.message,
             email=email, headers=error.headers,
         )  # fmt: skip
-    await _end_presented_session(request)
-    response = RedirectResponse("/console", status_code=303)
-    set_session_cookie(response, token, request, settings)  # a new session id: never the one presented
-    return response
+    return await _signed_in(request, token)
 
 
 @router.post("/signout")
