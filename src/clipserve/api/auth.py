@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 
 from clipserve.api.dependencies import get_context
 from clipserve.api.session_cookies import CSRF_HEADER, SESSION_COOKIE, is_same_origin, tokens_match
-from clipserve.errors import ServiceUnavailableError
+from clipserve.errors import InvalidRequestError, ServiceUnavailableError
 from clipserve.service.auth import Authenticator, Caller
 from clipserve.store.records import KeyRecord
 
@@ -55,3 +55,13 @@ async def get_admin(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
 AdminDep = Annotated[Caller, Depends(get_admin)]
+
+
+def account_key(caller: Caller) -> KeyRecord:
+    """The caller's key, for the routes about one's own account and keys (a 400 in local mode: there is none)."""
+    if caller.key is None:
+        raise InvalidRequestError(
+            "authentication is off on this server (local mode): there is no key or account",
+            code="auth_disabled",
+        )
+    return caller.key

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 
 from clipserve.api.account_views import account_info, dollars, key_info, usage_range, usage_response
+from clipserve.api.auth import account_key
 from clipserve.api.bodies import PublicJsonBody
 from clipserve.api.dependencies import AppContext, get_context, get_ledger, run_store
 from clipserve.api.metering import FreeCallerDep
@@ -21,30 +22,19 @@ from clipserve.api.protocol_accounts import (
     SignupRequest,
     UsageResponse,
 )
-from clipserve.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
-from clipserve.service.auth import Caller
+from clipserve.errors import NotFoundError, PermissionDeniedError
 from clipserve.service.client_address import signup_network
 from clipserve.service.metering import effective_limit
 from clipserve.service.pricing import dollars_to_micros
 from clipserve.store.ledger import LedgerStore
-from clipserve.store.records import KeyRecord
 
 router = APIRouter(tags=["account"])
 _ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorResponse} for code in (400, 401, 403)}
 
 
-def _own_key(caller: Caller) -> KeyRecord:
-    if caller.key is None:
-        raise InvalidRequestError(
-            "authentication is off on this server (local mode): there is no key or account",
-            code="auth_disabled",
-        )
-    return caller.key
-
-
 @router.get("/v1/key", response_model=KeyStatusResponse, responses=_ERRORS)
 async def key_status(caller: FreeCallerDep, request: Request) -> KeyStatusResponse:
-    key = _own_key(caller)
+    key = account_key(caller)
     context = get_context(request)
     assert context.accounts is not None
     assert context.meter is not None
@@ -83,7 +73,7 @@ async def usage(
         int | None, Query(ge=1, le=MAX_RECORD_ID, description="Admin keys only: another account.")
     ] = None,
 ) -> UsageResponse:
-    key = _own_key(caller)
+    key = account_key(caller)
     if account_id is not None and account_id != key.account_id and not key.is_admin:
         raise PermissionDeniedError("only admin keys can read another account's usage")
     target = account_id if account_id is not None else key.account_id

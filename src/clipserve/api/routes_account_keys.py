@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request
 
 from clipserve.api.account_views import account_info, dollars, key_info
+from clipserve.api.auth import account_key
 from clipserve.api.bodies import JsonBody
 from clipserve.api.dependencies import AppContext, get_context, run_store
 from clipserve.api.metering import FreeCallerDep
@@ -27,7 +28,7 @@ from clipserve.api.protocol_accounts import (
     RequestLine,
     RequestList,
 )
-from clipserve.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
+from clipserve.errors import NotFoundError, PermissionDeniedError
 from clipserve.service.auth import Caller
 from clipserve.service.metering import RateLimitDefaults, effective_limit
 from clipserve.store.records import KeyRecord
@@ -39,17 +40,8 @@ ContextDep = Annotated[AppContext, Depends(get_context)]
 MAX_REQUESTS_LISTED = 200
 
 
-def _own_key(caller: Caller) -> KeyRecord:
-    if caller.key is None:
-        raise InvalidRequestError(
-            "authentication is off on this server (local mode): there is no key or account",
-            code="auth_disabled",
-        )
-    return caller.key
-
-
 def _key_manager(caller: Caller) -> KeyRecord:
-    key = _own_key(caller)
+    key = account_key(caller)
     if not (caller.session or caller.is_admin):
         raise PermissionDeniedError(
             "API keys are managed from a signed-in console session (or with an admin key), not with a plain "
@@ -68,7 +60,7 @@ def _rate_limit(key: KeyRecord, defaults: RateLimitDefaults) -> RateLimitInfo:
 
 @router.get("/v1/account", response_model=AccountOverview)
 async def account_overview(caller: FreeCallerDep, request: Request, context: ContextDep) -> AccountOverview:
-    key = _own_key(caller)
+    key = account_key(caller)
     assert context.accounts is not None
     assert context.meter is not None
     assert context.web_accounts is not None
@@ -154,7 +146,7 @@ async def list_account_requests(
     limit: Annotated[int, Query(ge=1, le=MAX_REQUESTS_LISTED)] = 50,
 ) -> RequestList:
     """The account's latest charged requests, newest first (request_id is the call's x-request-id)."""
-    key = _own_key(caller)
+    key = account_key(caller)
     ledger = context.ledger
     assert ledger is not None  # the caller dependency needed the accounts store
     rows = await run_store(request, lambda: ledger.recent_charges(key.account_id, limit))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -100,18 +101,12 @@ class LoginStore:
             return self._failures(conn, email, address, since)
 
     def _failures(self, conn: Connection, email: str, address: str, since: datetime) -> FailureCounts:
-        by_email = conn.execute(
-            select(signin_failures.c.created_at)
-            .where(signin_failures.c.email == email, signin_failures.c.created_at > since)
-            .order_by(signin_failures.c.created_at)
-        ).scalars()
-        email_times = list(by_email)
-        by_address = conn.execute(
-            select(signin_failures.c.created_at)
-            .where(signin_failures.c.address == address, signin_failures.c.created_at > since)
-            .order_by(signin_failures.c.created_at)
-        ).scalars()
-        return FailureCounts(email_times, list(by_address))
+        def times(column: Any, value: str) -> list[datetime]:
+            created = signin_failures.c.created_at
+            query = select(created).where(column == value, created > since).order_by(created)
+            return list(conn.execute(query).scalars())
+
+        return FailureCounts(times(signin_failures.c.email, email), times(signin_failures.c.address, address))
 
     def reserve_attempt(
         self, email: str, address: str, window_s: float, limits: tuple[int, int]
