@@ -7,9 +7,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -84,3 +86,39 @@ def tiny_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
     )
     yield server
     server.stop()
+
+
+HELD_IMAGE_GIVE_UP_S = 60.0  # only for a server that never fetches or a test that never releases
+
+
+class HeldImages(ThreadingHTTPServer):
+    """A loopback image server that holds every GET until released: each arrival shows a request in flight
+    inside clipserve (waiting on its image), and the test decides when those requests may finish."""
+
+    def __init__(self, image: bytes) -> None:
+        self.image = image
+        self.arrived = threading.Semaphore(0)
+        self.release = threading.Event()
+        super().__init__(("127.0.0.1", 0), _HeldImageHandler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/held.png"
+
+
+class _HeldImageHandler(BaseHTTPRequestHandler):
+    server: HeldImages
+
+    def do_GET(self) -> None:
+        self.server.arrived.release()
+        if not self.server.release.wait(HELD_IMAGE_GIVE_UP_S):
+            self.send_error(504)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length", str(len(self.server.image)))
+        self.end_headers()
+        self.wfile.write(self.server.image)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass

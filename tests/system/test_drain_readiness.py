@@ -10,49 +10,16 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.support import TINY_CONFIG, encode_image, gradient_image
-from tests.system.conftest import ServerProcess, start_server
+from tests.system.conftest import HeldImages, ServerProcess, start_server
 
 GIVE_UP_S = 60.0  # only for a server that never does what the test waits for
 CLOSED_LISTENER = "Waiting for connections to close"  # uvicorn logs it after closing its listening sockets
-
-
-class _HeldImage(ThreadingHTTPServer):
-    """Serves one PNG, but only once `release` is set; `arrived` is set when a GET comes in."""
-
-    def __init__(self, image: bytes) -> None:
-        self.image = image
-        self.arrived = threading.Event()
-        self.release = threading.Event()
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/held.png"
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _HeldImage
-
-    def do_GET(self) -> None:
-        self.server.arrived.set()
-        if not self.server.release.wait(GIVE_UP_S):
-            self.send_error(504)
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", "image/png")
-        self.send_header("Content-Length", str(len(self.server.image)))
-        self.end_headers()
-        self.wfile.write(self.server.image)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 def _wait_for_log(server: ServerProcess, line: str) -> None:
@@ -64,7 +31,7 @@ def _wait_for_log(server: ServerProcess, line: str) -> None:
 
 
 def test_during_the_drain_ready_probes_are_refused_and_the_exit_is_by_sigterm(tmp_path: Path) -> None:
-    image = _HeldImage(encode_image(gradient_image(64, 48)))
+    image = HeldImages(encode_image(gradient_image(64, 48)))
     threading.Thread(target=image.serve_forever, daemon=True).start()
     server = start_server(
         tmp_path,
@@ -78,7 +45,9 @@ def test_during_the_drain_ready_probes_are_refused_and_the_exit_is_by_sigterm(tm
             held = pool.submit(
                 httpx.post, f"{server.base_url}/v1/embeddings", json=body, timeout=GIVE_UP_S * 2
             )
-            assert image.arrived.wait(GIVE_UP_S), "the request never fetched its image"  # it is in flight
+            assert image.arrived.acquire(timeout=GIVE_UP_S), (
+                "the request never fetched its image"
+            )  # it is in flight
             server.process.send_signal(signal.SIGTERM)
             _wait_for_log(server, CLOSED_LISTENER)
             with pytest.raises(httpx.ConnectError):

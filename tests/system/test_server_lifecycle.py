@@ -9,14 +9,13 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 
 from clipserve.config import Settings
 from tests.support import TINY_CONFIG, encode_image, gradient_image
-from tests.system.conftest import ServerProcess, start_server
+from tests.system.conftest import HeldImages, ServerProcess, start_server
 
 GIVE_UP_S = 60.0  # generous: only for a server that never does what the test waits for
 
@@ -70,39 +69,6 @@ def test_random_weights_warn_loudly(tiny_server: ServerProcess) -> None:
     assert response.headers["x-clipserve-weights"].startswith("random")
 
 
-class _HeldImages(ThreadingHTTPServer):
-    """A loopback image server that holds every GET until released: each arrival shows a request in flight
-    inside clipserve (waiting on its image), and the test decides when those requests may finish."""
-
-    def __init__(self, image: bytes) -> None:
-        self.image = image
-        self.arrived = threading.Semaphore(0)
-        self.release = threading.Event()
-        super().__init__(("127.0.0.1", 0), _HeldImageHandler)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/held.png"
-
-
-class _HeldImageHandler(BaseHTTPRequestHandler):
-    server: _HeldImages
-
-    def do_GET(self) -> None:
-        self.server.arrived.release()
-        if not self.server.release.wait(GIVE_UP_S):
-            self.send_error(504)
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", "image/png")
-        self.send_header("Content-Length", str(len(self.server.image)))
-        self.end_headers()
-        self.wfile.write(self.server.image)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 def _refuses_connections(server: ServerProcess) -> bool:
     try:
         httpx.get(f"{server.base_url}/health", timeout=GIVE_UP_S)
@@ -114,7 +80,7 @@ def _refuses_connections(server: ServerProcess) -> bool:
 def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
     """Six requests held in flight (each waiting on an image the test serves) when SIGTERM arrives: the server
     stops accepting connections, and once the images come, all six are answered in full before it exits."""
-    images = _HeldImages(encode_image(gradient_image(64, 48)))
+    images = HeldImages(encode_image(gradient_image(64, 48)))
     threading.Thread(target=images.serve_forever, daemon=True).start()
     server = start_server(
         tmp_path,
