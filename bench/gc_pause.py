@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from clipserve.api.app import create_app
-from clipserve.cli import load_runtime
+from clipserve.cli.model_loading import load_runtime
 from clipserve.config import Settings
 from clipserve.runtime.heap import freeze_long_lived, unfreeze
 

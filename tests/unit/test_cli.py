@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from clipserve.cli import build_parser, settings_from_args
+from clipserve.cli.main import build_parser
+from clipserve.cli.settings_args import settings_from_args
 from clipserve.config import Settings
 
 

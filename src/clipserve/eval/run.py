@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from clipserve.config import Settings
-from clipserve.errors import InvalidRequestError
+from clipserve.errors import InvalidRequestError, WeightsUnavailableError
 from clipserve.eval.datasets import (
     DatasetError,
     load_classnames,
@@ -33,10 +33,12 @@ def _embedder_and_logit_scale(
 ) -> tuple[Embedder, float | None] | None:
     if args.url:
         return RemoteEmbedder(args.url, args.api_key, args.batch_size), None
-    from clipserve.cli import load_runtime
+    from clipserve.runtime.loader import runtime_from_settings  # torch and open_clip: only when it runs
 
-    runtime = load_runtime(settings)
-    if runtime is None:
+    try:
+        runtime = runtime_from_settings(settings)
+    except (WeightsUnavailableError, RuntimeError) as exc:
+        print(f"clipserve: error: {exc}", file=sys.stderr)
         return None
     embedder = LocalEmbedder(runtime, args.batch_size, settings.decode_workers, settings.max_image_pixels)
     return embedder, runtime.logit_scale

@@ -7,6 +7,7 @@ float32 numpy arrays, computed exactly as open_clip's encode_* followed by F.nor
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -123,6 +124,12 @@ class ClipRuntime:
     def _tokenizer_name(architecture: str) -> str:
         # Hub and local-dir configs name their tokenizer themselves; built-ins use the architecture name.
         return architecture if architecture in open_clip.list_models() else "ViT-B-32"
+
+    @property
+    def image_transform(self) -> Callable[[Image.Image], torch.Tensor]:
+        """open_clip's eval transform itself (picklable), for decoding in other processes (embed-dataset)."""
+        transform: Callable[[Image.Image], torch.Tensor] = self._preprocess
+        return transform
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """open_clip's eval transform: [3, 224, 224] float32."""

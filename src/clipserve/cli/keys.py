@@ -20,6 +20,7 @@ from clipserve.api.protocol_accounts import (
     MAX_RATE_LIMIT_PER_MINUTE,
     MAX_RECORD_ID,
 )
+from clipserve.cli.settings_args import add_settings_arguments
 from clipserve.config import Settings
 from clipserve.errors import ClipserveError, InvalidRequestError
 from clipserve.service.api_keys import display_prefix
@@ -45,9 +46,7 @@ MAX_USAGE_DAYS = 3660  # `keys usage --days`: ten years of daily rows is still a
 Handler = Callable[[AccountStore, LedgerStore, argparse.Namespace], int]
 
 
-def add_keys_commands(
-    commands: Any, add_settings: Callable[[argparse.ArgumentParser, tuple[str, ...]], None]
-) -> None:
+def add_keys_commands(commands: Any) -> None:
     keys = commands.add_parser(
         "keys", help="create, list, revoke API keys; grant credit; usage and ledger audit",
         description=__doc__,
@@ -94,7 +93,7 @@ def add_keys_commands(
     audit.set_defaults(keys_handler=_audit)
 
     for parser in (create, listing, revoke, grant, usage, audit):
-        add_settings(parser, STORE_SETTINGS)
+        add_settings_arguments(parser, STORE_SETTINGS)
         parser.set_defaults(handler=run_keys)
 
     login = actions.add_parser(
@@ -105,7 +104,7 @@ def add_keys_commands(
     login.add_argument("--account", type=_record_id, required=True, help="account id")
     login.add_argument("--email", type=_email, required=True, help="the email to sign in with")
     login.add_argument("--admin", action="store_true", help="the login may use the admin page and routes")
-    add_settings(login, LOGIN_SETTINGS)
+    add_settings_arguments(login, LOGIN_SETTINGS)
     login.set_defaults(handler=run_login)
 
 

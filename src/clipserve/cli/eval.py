@@ -6,12 +6,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from clipserve.cli.settings_args import MODEL_SETTINGS, add_settings_arguments
 from clipserve.config import Settings
 
 
 def add_eval_commands(commands: Any) -> None:
-    from clipserve.cli import MODEL_SETTINGS, add_settings_arguments
-
     evaluate = commands.add_parser("eval", help="measure zero-shot accuracy or retrieval recall")
     kinds = evaluate.add_subparsers(dest="eval_kind", required=True)
 
