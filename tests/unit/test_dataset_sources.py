@@ -205,13 +205,17 @@ def test_chosen_columns_override_the_defaults(tmp_path: Path) -> None:
 def test_a_csv_keeps_its_image_and_caption_columns_as_text(tmp_path: Path) -> None:
     csv = write(
         tmp_path / "list.csv",
-        'url,caption,license,height\n0001.png,"a, quoted caption",cc-by,10\nhttp://e.test/x.jpg,,cc0,20\n',
+        'key,url,caption,license,height\n00042,0001,"a, quoted caption",cc-by,10\n7,http://e.test/x.jpg,1984,cc0,20\n8,y.png,,,30\n',
     )
     (chunk,) = chunks_of(job_for(tmp_path, csv))
-    assert chunk.keys == ["000000000", "000000001"]
-    assert chunk.sources == ["0001.png", "http://e.test/x.jpg"]
-    assert chunk.captions == ["a, quoted caption", None]
-    assert chunk.extras == [{"license": "cc-by", "height": 10}, {"license": "cc0", "height": 20}]
+    assert chunk.keys == ["00042", "7", "8"]
+    assert chunk.sources == ["0001", "http://e.test/x.jpg", "y.png"]
+    assert chunk.captions == ["a, quoted caption", "1984", None]  # an empty cell: no caption
+    assert chunk.extras == [
+        {"license": "cc-by", "height": 10},
+        {"license": "cc0", "height": 20},
+        {"license": None, "height": 30},
+    ]
     assert chunk.base == str(tmp_path)
 
 
