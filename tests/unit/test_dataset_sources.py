@@ -364,3 +364,8 @@ def test_an_input_that_cannot_be_embedded_is_refused_in_one_line(
     with pytest.raises(DatasetInputError, match=message) as raised:
         discover_shards(job_for(tmp_path, tmp_path / name))
     assert "\n" not in str(raised.value)
+
+
+def test_an_input_url_of_an_unknown_protocol_is_refused_in_one_line(tmp_path: Path) -> None:
+    with pytest.raises(DatasetInputError, match=r"^nosuchfs://bucket/x: Protocol not known: nosuchfs$"):
+        discover_shards(job_for(tmp_path, "nosuchfs://bucket/x"))

@@ -22,7 +22,7 @@ from clipserve.config import Settings
 from clipserve.dataset_embed.job import EmbedJob
 from clipserve.dataset_embed.records import PreparedChunk, RawChunk
 from clipserve.dataset_embed.sources import read_capped
-from clipserve.errors import ClipserveError, ImageTooLargeError
+from clipserve.errors import ClipserveError, ImageFetchError, ImageTooLargeError
 from clipserve.runtime.fetch import AddressPolicy, FetchLimits, ImageFetcher, is_remote_source
 from clipserve.runtime.images import decode_image
 
@@ -95,12 +95,25 @@ def _stack(pixels: list[torch.Tensor], transform: Transform) -> np.ndarray:
 
 
 def _read_path(base: str, source: str, cap: int) -> bytes:
-    """An image path: absolute, an fsspec URL, or relative to `base` (the table's folder)."""
-    if "://" in source or posixpath.isabs(source) or not base:
-        location = source
+    """A table row's image path: relative to `base` (the table's folder), absolute, or a URL on its filesystem.
+
+    Other fsspec URLs are refused: each protocol (ftp, smb, a `simplecache::http://` chain ...) is its own
+    network client outside the image fetch policy, and a URL list is often data from the internet.
+    """
+    base_fs, base_path = url_to_fs(base or ".")
+    protocols = base_fs.protocol if isinstance(base_fs.protocol, tuple) else (base_fs.protocol,)
+    allowed = f"a row names an http(s) URL, a path, or a URL on the table's own filesystem ({protocols[0]})"
+    if "::" in source.split("/", 1)[0]:
+        raise ImageFetchError(f"image {source!r} is a chained fsspec URL: {allowed}")
+    if "://" in source:
+        scheme = source.split("://", 1)[0].lower()
+        if scheme not in protocols:
+            raise ImageFetchError(f"image URL scheme {scheme!r} is not read here: {allowed}")
+        fs, path = url_to_fs(source)
+    elif posixpath.isabs(source):
+        fs, path = base_fs, source
     else:
-        location = base.rstrip("/") + "/" + source
-    fs, path = url_to_fs(location)
+        fs, path = base_fs, base_path.rstrip("/") + "/" + source
     return read_capped(fs, path, cap)
 
 

@@ -35,7 +35,10 @@ class DatasetInputError(ValueError):
 
 def discover_shards(job: EmbedJob) -> list[InputShard]:
     """The input's shards, in a deterministic order (the same input always gives the same shards)."""
-    fs, path = url_to_fs(job.input)
+    try:
+        fs, path = url_to_fs(job.input)
+    except (ImportError, ValueError) as exc:  # a protocol whose fsspec package is missing, a malformed URL
+        raise DatasetInputError(f"{job.input}: {exc}") from exc
     files = _list_input(fs, path, job.input)
     tars = [f for f in files if _suffix(f) == TAR_SUFFIX]
     images = [f for f in files if _suffix(f) in IMAGE_SUFFIXES]
