@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
@@ -24,6 +26,7 @@ from clipserve.dataset_embed import decoding
 from clipserve.dataset_embed.decoding import prepare_chunk
 from clipserve.dataset_embed.job import EmbedJob
 from clipserve.dataset_embed.records import RawChunk
+from clipserve.dataset_embed.sources import discover_shards, read_chunks
 from clipserve.runtime.images import decode_image
 from clipserve.runtime.model import ClipRuntime
 from tests.support import encode_image, gradient_image, make_settings, photo_path
@@ -209,6 +212,26 @@ def test_paths_are_read_relative_to_the_base_absolute_or_as_file_urls(
     assert prepared.errors == [None, None, None, missing, "image is over the 65536-byte limit"]
     expected = np.stack([server_pixels(tiny_runtime, d, job.settings) for d in images])
     np.testing.assert_array_equal(prepared.pixels, expected)
+
+
+def test_a_tables_chunks_decode_from_paths_relative_to_its_folder(
+    tmp_path: Path, tiny_runtime: ClipRuntime
+) -> None:
+    images = [encode_image(gradient_image(30, 30, seed=s)) for s in range(3)]
+    folder = tmp_path / "tables"
+    (folder / "imgs").mkdir(parents=True)
+    for i, data in enumerate(images):
+        (folder / "imgs" / f"{i}.png").write_bytes(data)
+    paths = ["imgs/0.png", str(folder / "imgs" / "1.png"), "imgs/2.png"]
+    pq.write_table(pa.table({"image_path": paths}), folder / "list.parquet")
+    table = str(folder / "list.parquet")
+    job = EmbedJob(settings=make_settings(tmp_path), input=table, output=tmp_path / "out", chunk_size=2)
+    (shard,) = discover_shards(job)
+    assert shard.kind == "table"
+    prepared = [prepare_chunk(raw, job, tiny_runtime.image_transform) for raw in read_chunks(shard, job)]
+    assert [p.errors for p in prepared] == [[None, None], [None]]
+    expected = np.stack([server_pixels(tiny_runtime, d, job.settings) for d in images])
+    np.testing.assert_array_equal(np.concatenate([p.pixels for p in prepared]), expected)
 
 
 # --- URLs --------------------------------------------------------------------------------------------------

@@ -369,3 +369,11 @@ def test_an_input_that_cannot_be_embedded_is_refused_in_one_line(
 def test_an_input_url_of_an_unknown_protocol_is_refused_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(DatasetInputError, match=r"^nosuchfs://bucket/x: Protocol not known: nosuchfs$"):
         discover_shards(job_for(tmp_path, "nosuchfs://bucket/x"))
+
+
+def test_a_sidecar_caption_is_read_only_up_to_the_text_limit(tmp_path: Path) -> None:
+    root = tmp_path / "images"
+    write(root / "a.png", png(0))
+    write(root / "a.txt", "é" * 100_000)  # 2 bytes a character: a cut character would show as U+FFFD
+    (chunk,) = chunks_of(job_for(tmp_path, root, settings={"max_text_chars": 11}))
+    assert chunk.captions == ["é" * 11]
