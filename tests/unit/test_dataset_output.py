@@ -19,8 +19,10 @@ from clipserve.config import Settings
 from clipserve.dataset_embed import output as output_module
 from clipserve.dataset_embed.job import EmbedJob
 from clipserve.dataset_embed.output import (
+    OutputInUseError,
     OutputMismatchError,
     ShardCounts,
+    count_output_items,
     is_embed_output,
     iter_output_items,
     open_output,
@@ -101,6 +103,7 @@ def test_layout_dtypes_and_row_alignment_float16(tmp_path: Path) -> None:
 
     files = tree(tmp_path)
     assert set(files) == {
+        ".lock",
         "embed_dataset.json",
         "img_emb/img_emb_3.npy",
         "text_emb/text_emb_3.npy",
@@ -109,7 +112,7 @@ def test_layout_dtypes_and_row_alignment_float16(tmp_path: Path) -> None:
         "_committed/3.json",
     }
     assert counts == ShardCounts(rows=8, embedded=6, failed=2, bytes_written=sum(
-        len(b) for name, b in files.items() if name != "embed_dataset.json"
+        len(b) for name, b in files.items() if name not in ("embed_dataset.json", ".lock")
     ))  # fmt: skip
     expected_images = np.concatenate([c.image_embeddings for c in chunks])
     img = np.load(tmp_path / "img_emb/img_emb_3.npy")
@@ -213,7 +216,7 @@ def test_the_same_shard_written_twice_is_byte_identical(tmp_path: Path) -> None:
         shard, chunks = sample_shard()  # rebuilt: equal values, new objects
         open_output(job_for(tmp_path / name, embedding_parquet=True), IDENTITY).write_shard(shard, chunks)
     one, two = tree(tmp_path / "one"), tree(tmp_path / "two")
-    assert len(one) == 7
+    assert len(one) == 8
     assert one == two
 
 
@@ -250,6 +253,7 @@ def test_a_crash_at_any_replace_leaves_the_shard_uncommitted_and_a_rerun_writes_
     assert out.committed() == set()
     temps = [p for p in root.rglob("*.tmp")]
     assert temps, "the files not yet renamed are left as temp files, as after a kill"
+    out.close()  # the process is gone: the OS drops its lock
     reopened = open_output(job, IDENTITY)
     assert list(root.rglob("*.tmp")) == []
     assert reopened.committed() == set()
@@ -343,6 +347,7 @@ def test_iter_output_items_yields_committed_shards_in_order(
 
     items = list(iter_output_items(tmp_path))
     assert is_embed_output(tmp_path)
+    assert count_output_items(tmp_path) == len(items) == 18
     assert [item["id"] for item in items] == [f"s{n}/a{i}" for n in (0, 2, 10) for i in (0, 2, 3, 4, 6, 7)]
     stored = np.concatenate([np.load(tmp_path / f"img_emb/img_emb_{n}.npy") for n in (0, 2, 10)])
     vectors = np.array([item["vector"] for item in items], np.float32)
@@ -364,12 +369,29 @@ def test_a_clip_retrieval_output_without_manifest_is_read_by_file_number(tmp_pat
         table = pa.table({"image_path": [f"/img/{n}_{i}.jpg" for i in range(2)], "caption": ["x", None]})
         pq.write_table(table, tmp_path / f"metadata/metadata_{n:02d}.parquet")
     items = list(iter_output_items(tmp_path))
+    assert count_output_items(tmp_path) == 4
     assert [item["id"] for item in items] == ["/img/0_0.jpg", "/img/0_1.jpg", "/img/1_0.jpg", "/img/1_1.jpg"]
     assert np.array_equal(
         np.array([i["vector"] for i in items], np.float32),
         np.concatenate([vectors[0], vectors[1]]).astype(np.float32),
     )
     assert not is_embed_output(tmp_path / "img_emb")
+
+
+def test_a_second_run_on_a_folder_in_use_is_refused_and_touches_nothing(tmp_path: Path) -> None:
+    job = job_for(tmp_path)
+    first = open_output(job, IDENTITY)
+    in_flight = tmp_path / "img_emb/.img_emb_3.npy.tmp"
+    in_flight.write_bytes(b"the first run is writing this")
+    with pytest.raises(OutputInUseError, match="another embed-dataset run") as refused:
+        open_output(job, IDENTITY)
+    assert "\n" not in str(refused.value)
+    assert in_flight.exists()
+    first.close()
+    with open_output(job, IDENTITY) as second:
+        assert not in_flight.exists()
+        second.write_shard(*sample_shard())
+    assert open_output(job, IDENTITY).committed() == {3}
 
 
 def test_chunks_out_of_order_are_a_programming_error(tmp_path: Path) -> None:

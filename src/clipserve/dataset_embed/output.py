@@ -16,6 +16,7 @@ again, byte for byte the same), and a marker always names complete files.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -23,7 +24,8 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import IO, Any
 
 import numpy as np
 
@@ -32,14 +34,20 @@ from clipserve.dataset_embed.output_files import shard_files
 from clipserve.dataset_embed.records import EmbeddedChunk, InputShard
 
 MANIFEST = "embed_dataset.json"
+LOCK = ".lock"  # held (flock) by the run writing the folder; the OS releases it when that process dies
 MARKERS = "_committed"
 FORMAT = "clipserve-embed-dataset/1"
 FOLDERS = ("img_emb", "text_emb", "metadata", "failures", "embeddings", MARKERS)
 _TEMP = re.compile(r"^\..+\.tmp$")
+_TEMP_FOLDERS = (*FOLDERS, "index")
 
 
 class OutputMismatchError(ValueError):
     """The output folder holds (part of) another run's output: other model, input, dtype or layout."""
+
+
+class OutputInUseError(OutputMismatchError):
+    """Another run (another process) is writing to the output folder right now."""
 
 
 @dataclass(frozen=True)
@@ -57,11 +65,34 @@ def open_output(
 
     `model_identity`: the weights' source, fingerprint and architecture (any str -> str). `shards`, when given,
     is recorded (a digest) so that a rerun over an input whose files changed is refused, not mixed in.
-    Raises OutputMismatchError with a one-line message when the folder belongs to a different run.
+    Raises OutputMismatchError with a one-line message when the folder belongs to a different run, and
+    OutputInUseError when another process has it open. The returned OutputDir holds the folder's lock until
+    it is closed (or its process ends).
     """
     root = job.output
     root.mkdir(parents=True, exist_ok=True)
-    manifest = _manifest(job, model_identity, shards)
+    lock = _lock(root)
+    try:
+        _prepare(root, _manifest(job, model_identity, shards))
+    except BaseException:
+        lock.close()
+        raise
+    return OutputDir(root, job, lock)
+
+
+def _lock(root: Path) -> IO[bytes]:
+    lock = open(root / LOCK, "ab")  # noqa: SIM115 - held open for the OutputDir's lifetime
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise OutputInUseError(
+            f"{root} is being written by another embed-dataset run; wait for it or use another --output"
+        ) from None
+    return lock
+
+
+def _prepare(root: Path, manifest: dict[str, Any]) -> None:
     path = root / MANIFEST
     if path.exists():
         _check_manifest(path, manifest)
@@ -75,15 +106,29 @@ def open_output(
     for folder in FOLDERS:
         (root / folder).mkdir(exist_ok=True)
     _remove_temp_files(root)
-    return OutputDir(root, job)
 
 
 class OutputDir:
     """An opened output folder: which shards are committed, and writing one shard atomically."""
 
-    def __init__(self, root: Path, job: EmbedJob) -> None:
+    def __init__(self, root: Path, job: EmbedJob, lock: IO[bytes] | None = None) -> None:
         self.root = root
         self.job = job
+        self._lock = lock
+
+    def close(self) -> None:
+        """Release the folder's lock (another run may open it then)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def __enter__(self) -> OutputDir:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()
 
     def committed(self) -> set[int]:
         """The shards whose completion marker exists (their files are complete and final)."""
@@ -153,6 +198,11 @@ def iter_output_items(output: Path) -> Iterator[dict[str, Any]]:
             }
             vector = np.asarray(vectors[i], dtype=np.float32)
             yield {"id": item_id, "vector": vector.tolist(), "metadata": metadata}
+
+
+def count_output_items(output: Path) -> int:
+    """How many items iter_output_items(output) yields (the img_emb rows it reads; headers only)."""
+    return sum(int(np.load(emb, mmap_mode="r").shape[0]) for _, emb, _ in _readable_shards(output))
 
 
 def _readable_shards(output: Path) -> list[tuple[int, Path, Path]]:
@@ -230,7 +280,7 @@ def _short(value: object) -> str:
 
 
 def _remove_temp_files(root: Path) -> None:
-    for folder in (root, *(root / f for f in FOLDERS)):
+    for folder in (root, *(root / f for f in _TEMP_FOLDERS)):
         for path in folder.iterdir() if folder.is_dir() else ():
             if _TEMP.match(path.name) and path.is_file():
                 path.unlink()
