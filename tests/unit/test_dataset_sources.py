@@ -212,9 +212,9 @@ def test_a_csv_keeps_its_image_and_caption_columns_as_text(tmp_path: Path) -> No
     assert chunk.sources == ["0001", "http://e.test/x.jpg", "y.png"]
     assert chunk.captions == ["a, quoted caption", "1984", None]  # an empty cell: no caption
     assert chunk.extras == [
-        {"license": "cc-by", "height": 10},
-        {"license": "cc0", "height": 20},
-        {"license": None, "height": 30},
+        {"license": "cc-by", "height": "10"},
+        {"license": "cc0", "height": "20"},
+        {"license": None, "height": "30"},
     ]
     assert chunk.base == str(tmp_path)
 

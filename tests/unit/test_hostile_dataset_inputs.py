@@ -128,3 +128,31 @@ def test_a_table_on_an_fsspec_filesystem_reads_its_own_urls_and_paths(
     assert prepared.errors[3] is not None
     assert prepared.errors[3].startswith("could not read the image: ")
     assert prepared.pixels.shape[0] == 3
+
+
+def test_a_csv_column_whose_values_change_type_late_in_the_file_does_not_fail_the_shard(
+    tmp_path: Path,
+) -> None:
+    # pyarrow's streaming CSV reader infers a column's type from its first block (1 MiB) and fails a later
+    # block that does not fit it: a URL list with "height" numbers and one "unknown" far down would kill the job.
+    from clipserve.dataset_embed.sources import discover_shards, read_chunks
+
+    rows = 60_000  # about 2 MiB: several blocks
+    lines = [f"https://e.test/{i}.jpg,{i}" for i in range(rows - 1)] + ["https://e.test/last.jpg,unknown"]
+    (tmp_path / "list.csv").write_text("url,height\n" + "\n".join(lines) + "\n")
+    job = EmbedJob(
+        settings=make_settings(tmp_path),
+        input=str(tmp_path / "list.csv"),
+        output=tmp_path / "out",
+        shard_size=rows,
+        chunk_size=20_000,
+    )
+    (shard,) = discover_shards(job)
+    chunks = list(read_chunks(shard, job))
+    extras = [e for c in chunks for e in c.extras]
+    assert len(extras) == rows
+    assert (extras[0], extras[-2], extras[-1]) == (
+        {"height": "0"},
+        {"height": str(rows - 2)},
+        {"height": "unknown"},
+    )

@@ -1,8 +1,8 @@
 """Parquet and CSV inputs: which columns hold the image, caption and key, how many rows, and a row range of them.
 
 Both formats are read in record batches (a parquet file's row groups before the range are skipped), so a
-shard's rows are streamed, never the whole file. In a CSV the image, caption and key columns are always read
-as text (a path "0001" stays "0001") and an empty cell is a missing value.
+shard's rows are streamed, never the whole file. A CSV's cells are read as text, as written (a path "0001"
+stays "0001", a number column passes through as strings), and an empty cell is a missing value.
 """
 
 from __future__ import annotations
@@ -72,9 +72,10 @@ def open_table(
     """Record batches of exactly rows [start, stop) of the table (stop None: to the end), only layout's columns."""
     with fs.open(path, "rb") as file:
         if _is_csv(path):
-            text = [c for c in (layout.image, layout.caption, layout.key) if c is not None]
+            # Every column as text: the streaming reader infers types from the first block only and would fail
+            # a later block that does not fit (a number column with one "n/a" far down).
             batches: Iterator[pa.RecordBatch] = iter(
-                pacsv.open_csv(file, convert_options=_csv_options(layout.read, text))
+                pacsv.open_csv(file, convert_options=_csv_options(layout.read, layout.read))
             )
             position = 0
         else:
