@@ -30,6 +30,7 @@ MIN_PER_LIST = 39  # FAISS's k-means wants at least 39 training points per centr
 MIN_PQ_TRAIN = MIN_PER_LIST * (1 << PQ_BITS)  # ... and so does each 256-centroid PQ codebook
 MAX_TRAIN = 100_000
 SCORE_TIE = 1e-5  # a found vector scoring within this of the exact 10th best counts as a hit (duplicates tie)
+TUNE_QUERIES = 250  # nprobe is chosen on these (besides the held-out queries); each costs an exact scan
 SATURATED = 0.005  # stop doubling nprobe once recall@10 gains less than this
 
 
@@ -92,12 +93,13 @@ def build_index(output: Path, exact_below: int, *, queries: int = 1000, seed: in
     if n == 0:
         raise IndexBuildError(f"{output} has no committed image embeddings to index")
     held = max(1, min(queries, n // 10))
+    tuning = min(held, TUNE_QUERIES)
     rng = np.random.default_rng(seed)
-    nlist = _nlist(n, n - 2 * held)
-    train_size = min(n - 2 * held, max(nlist * MIN_PER_LIST, MAX_TRAIN))
+    nlist = _nlist(n, n - held - tuning)
+    train_size = min(n - held - tuning, max(nlist * MIN_PER_LIST, MAX_TRAIN))
     approximate = n >= exact_below and train_size >= MIN_PQ_TRAIN and shards.dim > 0
-    picked = rng.choice(n, size=2 * held + (train_size if approximate else 0), replace=False)
-    query_rows, tune_rows = np.sort(picked[:held]), np.sort(picked[held : 2 * held])
+    picked = rng.choice(n, size=held + tuning + (train_size if approximate else 0), replace=False)
+    query_rows, tune_rows = np.sort(picked[:held]), np.sort(picked[held : held + tuning])
     probe_rows = np.concatenate([query_rows, tune_rows]) if approximate else query_rows
     probes = shards.rows(probe_rows)
     index: Any
@@ -106,7 +108,7 @@ def build_index(output: Path, exact_below: int, *, queries: int = 1000, seed: in
         index = faiss.IndexIVFPQ(
             faiss.IndexFlatIP(shards.dim), shards.dim, nlist, m, PQ_BITS, faiss.METRIC_INNER_PRODUCT
         )
-        index.train(shards.rows(np.sort(picked[2 * held :])))
+        index.train(shards.rows(np.sort(picked[held + tuning :])))
     else:
         index = faiss.IndexFlatIP(shards.dim)
     truth = _ExactTopK(probes)
@@ -116,17 +118,11 @@ def build_index(output: Path, exact_below: int, *, queries: int = 1000, seed: in
     kth = truth.kth()
     nprobe = None
     if approximate:
-        tune = slice(held, 2 * held)
+        tune = slice(held, held + tuning)
         nprobe = _choose_nprobe(index, probes[tune], kth[tune], shards, nlist)
         index.nprobe = nprobe
     found = index.search(probes[:held], min(K, n))[1]
     recall = _recall(probes[:held], found, kth[:held], shards)
-    folder = output / "index"
-    folder.mkdir(exist_ok=True)
-    path = folder / "image.index"
-    temp = folder / ".image.index.tmp"
-    faiss.write_index(index, str(temp))
-    os.replace(temp, path)
     info = {
         "kind": "ivfpq" if approximate else "flat",
         "n": n,
@@ -141,8 +137,21 @@ def build_index(output: Path, exact_below: int, *, queries: int = 1000, seed: in
         "seed": seed,
         "shards": [p.name for p in shards.paths],
     }
-    (folder / "index_info.json").write_text(json.dumps(info, indent=1) + "\n")
+    path = _save(output / "index", index, info)
     return IndexReport(str(info["kind"]), n, recall, path, held, nlist if approximate else None, nprobe)
+
+
+def _save(folder: Path, index: Any, info: dict[str, Any]) -> Path:
+    """index/image.index and index/index_info.json, each written to a temp name and renamed into place."""
+    import faiss
+
+    folder.mkdir(exist_ok=True)
+    path = folder / "image.index"
+    faiss.write_index(index, str(folder / ".image.index.tmp"))
+    (folder / ".index_info.json.tmp").write_text(json.dumps(info, indent=1) + "\n")
+    os.replace(folder / ".image.index.tmp", path)
+    os.replace(folder / ".index_info.json.tmp", folder / "index_info.json")
+    return path
 
 
 def _nlist(n: int, trainable: int) -> int:
