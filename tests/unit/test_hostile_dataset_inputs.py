@@ -156,3 +156,15 @@ def test_a_csv_column_whose_values_change_type_late_in_the_file_does_not_fail_th
         {"height": str(rows - 2)},
         {"height": "unknown"},
     )
+
+
+def test_a_tar_shard_that_is_not_a_tar_is_one_failure_row_not_a_failed_job(tmp_path: Path) -> None:
+    from clipserve.dataset_embed.sources import discover_shards, read_chunks
+
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / "00000.tar").write_bytes(b"this is not a tar archive" * 100)
+    job = EmbedJob(settings=make_settings(tmp_path), input=str(tmp_path / "shards"), output=tmp_path / "out")
+    (shard,) = discover_shards(job)
+    (chunk,) = read_chunks(shard, job)
+    assert (chunk.keys, chunk.sources, chunk.data) == (["00000.tar"], ["00000.tar"], [None])
+    assert chunk.errors == ["the tar shard is unreadable after 0 keys: invalid header"]

@@ -245,13 +245,29 @@ def _table_rows(fs: fsspec.AbstractFileSystem, path: str, shard: InputShard, job
 def _webdataset_rows(fs: fsspec.AbstractFileSystem, path: str, job: EmbedJob) -> Iterator[_Row]:
     """img2dataset's layout: members `{key}.{ext}` grouped by key (up to the first dot), in order of appearance."""
     settings = job.settings
-    with fs.open(path, "rb") as file, tarfile.open(fileobj=file, mode="r:") as tar:
-        groups, broken = _tar_groups(tar)
-        for key, members in groups.items():
-            yield _webdataset_row(tar, key, members, settings.max_image_bytes, settings.max_text_chars)
+    keys = 0
+    broken: str | None = None
+    with fs.open(path, "rb") as file:
+        try:
+            tar = _open_tar(file)
+        except (tarfile.TarError, OSError) as exc:  # not a tar at all: the shard is one failure row
+            broken = str(exc) or type(exc).__name__
+        else:
+            with tar:
+                groups, broken = _tar_groups(tar)
+                keys = len(groups)
+                for key, members in groups.items():
+                    yield _webdataset_row(
+                        tar, key, members, settings.max_image_bytes, settings.max_text_chars
+                    )
     if broken is not None:
         name = posixpath.basename(path)
-        yield _Row(name, name, error=f"the tar shard is unreadable after {len(groups)} keys: {broken}")
+        yield _Row(name, name, error=f"the tar shard is unreadable after {keys} keys: {broken}")
+
+
+def _open_tar(file: Any) -> tarfile.TarFile:
+    """The tar for random access: headers are read one by one and the data seeked over, never read whole."""
+    return tarfile.open(fileobj=file, mode="r:")
 
 
 def _tar_groups(tar: tarfile.TarFile) -> tuple[dict[str, dict[str, tarfile.TarInfo]], str | None]:
