@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -378,16 +380,39 @@ def test_a_clip_retrieval_output_without_manifest_is_read_by_file_number(tmp_pat
     assert not is_embed_output(tmp_path / "img_emb")
 
 
+HOLD_OUTPUT = """
+import sys
+from pathlib import Path
+from clipserve.config import Settings
+from clipserve.dataset_embed.job import EmbedJob
+from clipserve.dataset_embed.output import open_output
+job = EmbedJob(settings=Settings(), input="/data", output=Path(sys.argv[1]), chunk_size=5, shard_size=8)
+held = open_output(job, {"weights": "hf-hub:test/tiny", "fingerprint": "sha256:aaaa", "architecture": "ViT-T"})
+print("held", flush=True)
+sys.stdin.read()  # until the test kills it
+"""
+
+
 def test_a_second_run_on_a_folder_in_use_is_refused_and_touches_nothing(tmp_path: Path) -> None:
     job = job_for(tmp_path)
-    first = open_output(job, IDENTITY)
-    in_flight = tmp_path / "img_emb/.img_emb_3.npy.tmp"
-    in_flight.write_bytes(b"the first run is writing this")
-    with pytest.raises(OutputInUseError, match="another embed-dataset run") as refused:
-        open_output(job, IDENTITY)
-    assert "\n" not in str(refused.value)
-    assert in_flight.exists()
-    first.close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_OUTPUT, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "held\n"
+        in_flight = tmp_path / "img_emb/.img_emb_3.npy.tmp"
+        in_flight.write_bytes(b"the first run is writing this")
+        with pytest.raises(OutputInUseError, match="another embed-dataset run") as refused:
+            open_output(job, IDENTITY)
+        assert "\n" not in str(refused.value)
+        assert in_flight.exists()
+    finally:
+        holder.kill()  # SIGKILL: the lock goes with the process
+        holder.wait()
     with open_output(job, IDENTITY) as second:
         assert not in_flight.exists()
         second.write_shard(*sample_shard())

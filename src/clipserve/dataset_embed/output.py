@@ -16,6 +16,7 @@ again, byte for byte the same), and a marker always names complete files.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -34,7 +35,7 @@ from clipserve.dataset_embed.output_files import shard_files
 from clipserve.dataset_embed.records import EmbeddedChunk, InputShard
 
 MANIFEST = "embed_dataset.json"
-LOCK = ".lock"  # held (flock) by the run writing the folder; the OS releases it when that process dies
+LOCK = ".lock"  # locked (lockf) by the run writing the folder; the OS releases it when that process dies
 MARKERS = "_committed"
 FORMAT = "clipserve-embed-dataset/1"
 FOLDERS = ("img_emb", "text_emb", "metadata", "failures", "embeddings", MARKERS)
@@ -81,11 +82,15 @@ def open_output(
 
 
 def _lock(root: Path) -> IO[bytes]:
+    """A POSIX record lock on the folder's .lock: it excludes other processes only (so one process may run
+    again after an error without closing first) and the OS drops it when its process dies."""
     lock = open(root / LOCK, "ab")  # noqa: SIM115 - held open for the OutputDir's lifetime
     try:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        fcntl.lockf(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
         lock.close()
+        if exc.errno not in (errno.EACCES, errno.EAGAIN):
+            raise
         raise OutputInUseError(
             f"{root} is being written by another embed-dataset run; wait for it or use another --output"
         ) from None
