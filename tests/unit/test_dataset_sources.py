@@ -377,3 +377,10 @@ def test_a_sidecar_caption_is_read_only_up_to_the_text_limit(tmp_path: Path) -> 
     write(root / "a.txt", "é" * 100_000)  # 2 bytes a character: a cut character would show as U+FFFD
     (chunk,) = chunks_of(job_for(tmp_path, root, settings={"max_text_chars": 11}))
     assert chunk.captions == ["é" * 11]
+
+
+def test_a_chosen_column_that_is_not_in_the_table_is_refused_naming_its_columns(tmp_path: Path) -> None:
+    table = write_parquet(tmp_path / "t.parquet", {"url": ["a.png"], "alt": ["x"]})
+    message = f"^{table}: the caption column 'caption_text' is not in the table \\(its columns: url, alt\\)$"
+    with pytest.raises(DatasetInputError, match=message):
+        discover_shards(job_for(tmp_path, table, columns=TableColumns(caption="caption_text")))
