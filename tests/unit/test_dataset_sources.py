@@ -353,6 +353,7 @@ def test_a_folder_of_tables_is_a_table_input_and_one_with_images_is_a_folder(tmp
         ("nothing", "holds no images"),
         ("notes.txt", "is not an input this command reads"),
         ("*.nope", "matches no files"),
+        ("pics/*.png", "matches images: give their folder instead"),
     ],
 )
 def test_an_input_that_cannot_be_embedded_is_refused_in_one_line(
@@ -360,6 +361,7 @@ def test_an_input_that_cannot_be_embedded_is_refused_in_one_line(
 ) -> None:
     (tmp_path / "empty").mkdir()
     write(tmp_path / "nothing" / "readme.md", "hello")
+    write(tmp_path / "pics" / "photo.png", png(0))
     write(tmp_path / "notes.txt", "hello")
     with pytest.raises(DatasetInputError, match=message) as raised:
         discover_shards(job_for(tmp_path, tmp_path / name))

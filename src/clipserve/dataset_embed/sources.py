@@ -49,6 +49,10 @@ def discover_shards(job: EmbedJob) -> list[InputShard]:
         return _folder_shards(fs, path.rstrip("/") or "/", images, job.shard_size)
     if tables:
         return _table_shards(fs, tables, job)
+    if images:
+        raise DatasetInputError(
+            f"{job.input} matches images: give their folder instead (it is read recursively)"
+        )
     raise DatasetInputError(
         f"{job.input} holds no images ({' '.join(sorted(IMAGE_SUFFIXES))}), parquet/CSV tables or .tar shards"
     )
