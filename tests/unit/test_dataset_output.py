@@ -361,6 +361,29 @@ def test_iter_output_items_yields_committed_shards_in_order(
     assert items[2]["metadata"] == {"image_path": "s0/a3.jpg", "width": 30, "source": "synthetic"}
 
 
+def test_clip_retrieval_embedding_reader_reads_the_output_row_aligned(tmp_path: Path) -> None:
+    """rom1504's embedding-reader (what clip-retrieval's index step and autofaiss read img_emb/ with) pairs
+    every img_emb row with its metadata row; it lists files by name (img_emb_10 before img_emb_2)."""
+    embedding_reader = pytest.importorskip("embedding_reader")
+    out = open_output(job_for(tmp_path), IDENTITY)
+    for index in (0, 1, 2, 10):
+        out.write_shard(*sample_shard(index=index, seed=index))
+    reader = embedding_reader.EmbeddingReader(
+        embeddings_folder=str(tmp_path / "img_emb"),
+        metadata_folder=str(tmp_path / "metadata"),
+        meta_columns=["key", "caption"],
+        file_format="parquet_npy",
+    )
+    assert (reader.count, reader.dimension) == (24, DIM)
+    vectors, keys = [], []
+    for batch, meta in reader(batch_size=7, start=0, end=reader.count, parallel_pieces=1):
+        vectors.append(batch)
+        keys.extend(meta["key"].tolist())
+    ours = {item["id"]: item["vector"] for item in iter_output_items(tmp_path)}
+    assert [k.split("/")[0] for k in keys[::6]] == ["s0", "s1", "s10", "s2"]
+    assert np.array_equal(np.concatenate(vectors), np.array([ours[k] for k in keys], np.float32))
+
+
 def test_a_clip_retrieval_output_without_manifest_is_read_by_file_number(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     (tmp_path / "img_emb").mkdir()
