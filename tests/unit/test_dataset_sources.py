@@ -62,8 +62,8 @@ def folder(tmp_path: Path) -> Path:
 def test_a_folder_is_found_recursively_sorted_and_cut_into_shards(tmp_path: Path, folder: Path) -> None:
     shards = discover_shards(job_for(tmp_path, folder, shard_size=3))
     assert shards == [
-        InputShard(0, "folder", str(folder), members=("a/B.JPG", "a/c.jpg", "b.png")),
-        InputShard(1, "folder", str(folder), members=("z/deep/d.webp",)),
+        InputShard(0, "folder", str(folder), members=("a/B.JPG", "a/c.jpg", "b.png"), captioned=True),
+        InputShard(1, "folder", str(folder), members=("z/deep/d.webp",), captioned=True),
     ]
     assert discover_shards(job_for(tmp_path, folder, shard_size=3)) == shards
 
@@ -81,6 +81,19 @@ def test_a_folder_shard_reads_bytes_and_sidecar_captions_in_chunks(tmp_path: Pat
     assert all(e is None for c in chunks for e in c.errors)
     (last,) = read_chunks(second, job)
     assert (last.chunk, last.last, last.keys, last.captions) == (0, True, ["z/deep/d"], ["ünïcödé caption\n"])
+
+
+def test_a_shard_is_captioned_only_when_one_of_its_images_has_a_sidecar(tmp_path: Path, folder: Path) -> None:
+    """Sidecars are opened only for captioned shards (on an object store each missing one is a request), and a
+    run whose shards have no caption writes no text_emb."""
+    shards = discover_shards(job_for(tmp_path, folder, shard_size=1))
+    assert [(s.members, s.captioned) for s in shards] == [
+        (("a/B.JPG",), False), (("a/c.jpg",), True), (("b.png",), False), (("z/deep/d.webp",), True),
+    ]  # fmt: skip
+    (folder / "b.txt").write_text("a caption the reader must not open: b.png's shard was listed uncaptioned")
+    job = job_for(tmp_path, folder, shard_size=1)
+    assert [c.captions for c in read_chunks(shards[2], job)] == [[None]]
+    assert discover_shards(job)[2].captioned
 
 
 def test_a_chunk_of_exactly_chunk_size_rows_is_the_last_one(tmp_path: Path, folder: Path) -> None:
@@ -142,9 +155,9 @@ def test_parquet_files_are_cut_into_row_ranges_numbered_across_files(tmp_path: P
     job = job_for(tmp_path, tables, shard_size=2, chunk_size=10)
     p0, p1 = str(tables / "part-0.parquet"), str(tables / "part-1.parquet")
     assert discover_shards(job) == [
-        InputShard(0, "table", p0, row_start=0, row_stop=2, key_prefix="part-0/"),
-        InputShard(1, "table", p0, row_start=2, row_stop=3, key_prefix="part-0/"),
-        InputShard(2, "table", p1, row_start=0, row_stop=2, key_prefix="part-1/"),
+        InputShard(0, "table", p0, row_start=0, row_stop=2, captioned=False, key_prefix="part-0/"),
+        InputShard(1, "table", p0, row_start=2, row_stop=3, captioned=False, key_prefix="part-0/"),
+        InputShard(2, "table", p1, row_start=0, row_stop=2, captioned=False, key_prefix="part-1/"),
     ]
     chunks = chunks_of(job)
     assert [c.keys for c in chunks] == [

@@ -28,6 +28,7 @@ class InputShard:
     members: tuple[str, ...] = ()  # folder: this shard's files, relative to the root, in order
     row_start: int = 0  # table: the first row of this shard in the file
     row_stop: int | None = None  # table: one past the last row (None: to the end)
+    captioned: bool = True  # whether any row can have a caption (False: no sidecar .txt, no caption column)
     key_prefix: str = ""  # table without a key column: prepended to row-number keys (several files)
 
 

@@ -26,6 +26,7 @@ from clipserve.errors import ImageTooLargeError
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 TABLE_SUFFIXES = frozenset({".parquet", ".csv"})
 TAR_SUFFIX = ".tar"
+CAPTION_SUFFIX = ".txt"
 NO_IMAGE_IN_SHARD = "no image in the shard for this key"
 
 
@@ -46,7 +47,8 @@ def discover_shards(job: EmbedJob) -> list[InputShard]:
     if tars:
         return [InputShard(n, "webdataset", _location(fs, tar)) for n, tar in enumerate(tars)]
     if images and fs.isdir(path):
-        return _folder_shards(fs, path.rstrip("/") or "/", images, job.shard_size)
+        sidecars = {posixpath.splitext(f)[0] for f in files if _suffix(f) == CAPTION_SUFFIX}
+        return _folder_shards(fs, path.rstrip("/") or "/", images, sidecars, job.shard_size)
     if tables:
         return _table_shards(fs, tables, job)
     if images:
@@ -159,14 +161,19 @@ def _relative(root: str, path: str) -> str:
 
 
 def _folder_shards(
-    fs: fsspec.AbstractFileSystem, root: str, images: list[str], shard_size: int
+    fs: fsspec.AbstractFileSystem, root: str, images: list[str], sidecars: set[str], shard_size: int
 ) -> list[InputShard]:
+    """Shards of `shard_size` images; a shard is `captioned` when one of its images has a sidecar .txt (only
+    then are sidecars opened: on an object store a missing one is a failed request per image)."""
     members = sorted(_relative(root, f) for f in images)
+    captioned = {_relative(root, stem) for stem in sidecars}
     location = _location(fs, root)
-    return [
-        InputShard(n, "folder", location, members=tuple(members[start : start + shard_size]))
-        for n, start in enumerate(range(0, len(members), shard_size))
-    ]
+    shards = []
+    for n, start in enumerate(range(0, len(members), shard_size)):
+        chunk = tuple(members[start : start + shard_size])
+        has_captions = any(posixpath.splitext(m)[0] in captioned for m in chunk)
+        shards.append(InputShard(n, "folder", location, members=chunk, captioned=has_captions))
+    return shards
 
 
 def _folder_rows(
@@ -175,7 +182,10 @@ def _folder_rows(
     settings = job.settings
     for member in shard.members:
         stem = posixpath.splitext(member)[0]
-        row = _Row(stem, member, caption=_read_caption(fs, f"{root}/{stem}.txt", settings.max_text_chars))
+        caption = (
+            _read_caption(fs, f"{root}/{stem}.txt", settings.max_text_chars) if shard.captioned else None
+        )
+        row = _Row(stem, member, caption=caption)
         try:
             row.data = read_capped(fs, f"{root}/{member}", settings.max_image_bytes)
         except ImageTooLargeError as exc:
@@ -209,7 +219,7 @@ def _table_shards(fs: fsspec.AbstractFileSystem, tables: list[str], job: EmbedJo
     for table in tables:
         location = _location(fs, table)
         try:
-            table_layout(fs, table, job.columns)  # refuses a table without an image column now, not per shard
+            layout = table_layout(fs, table, job.columns)  # refuses a table without an image column now
             rows = count_rows(fs, table)
         except (ValueError, OSError) as exc:  # also pyarrow's ArrowInvalid: not a readable table
             raise DatasetInputError(f"{location}: {exc}") from exc
@@ -217,8 +227,11 @@ def _table_shards(fs: fsspec.AbstractFileSystem, tables: list[str], job: EmbedJo
         for start in range(0, max(rows, 1), job.shard_size):
             stop = min(start + job.shard_size, rows)
             shards.append(
-                InputShard(len(shards), "table", location, row_start=start, row_stop=stop, key_prefix=prefix)
-            )
+                InputShard(
+                    len(shards), "table", location, row_start=start, row_stop=stop,
+                    captioned=layout.caption is not None, key_prefix=prefix,
+                )
+            )  # fmt: skip
     return shards
 
 
