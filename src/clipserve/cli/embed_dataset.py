@@ -100,7 +100,7 @@ def run_embed_dataset(settings: Settings, args: argparse.Namespace) -> int:
     except ImportError:
         print(f"clipserve: error: {MISSING_RAY}", file=sys.stderr)
         return 2
-    from clipserve.dataset_embed.faiss_index import build_index
+    from clipserve.dataset_embed.faiss_index import IndexBuildError, build_index
     from clipserve.dataset_embed.job import EmbedJob, TableColumns
     from clipserve.dataset_embed.output import OutputMismatchError
     from clipserve.dataset_embed.pipeline import run_embed_job
@@ -130,6 +130,10 @@ def run_embed_dataset(settings: Settings, args: argparse.Namespace) -> int:
     for line in summary.lines():
         print(line)
     if job.index:
-        report = build_index(job.output, job.index_exact_below)
+        try:
+            report = build_index(job.output, job.index_exact_below)
+        except IndexBuildError as exc:
+            print(f"clipserve: error: --index: {exc}", file=sys.stderr)
+            return 1
         print(report.line())
     return 0
