@@ -1,5 +1,6 @@
-"""`clipserve collections import`: load a folder of images (or a parquet file of precomputed embeddings) into
-a collection through a running server, with a progress bar; resumable.
+"""`clipserve collections import`: load a folder of images, a parquet file of precomputed embeddings, or the
+output folder of `clipserve embed-dataset` (or clip-retrieval's `clip inference`: img_emb/ + metadata/, no
+re-embedding) into a collection through a running server, with a progress bar; resumable.
 
 Items go through the server's own API, so it works with either vector store, and with keys and metering
 when accounts are on. Progress is a log of acknowledged ids next to the source (or --state): an interrupted
@@ -11,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import base64
+import itertools
 import mimetypes
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,11 @@ def add_collections_commands(commands: Any) -> None:
     actions = collections.add_subparsers(dest="collections_command", required=True)
     load = actions.add_parser("import", help="import a folder of images or a parquet file of embeddings")
     load.add_argument("name", help="collection name (created if missing)")
-    load.add_argument("source", type=Path, help="a folder of images, or a .parquet file (id, embedding, ...)")
+    load.add_argument(
+        "source",
+        type=Path,
+        help="a folder of images, a .parquet file (id, embedding, ...), or an embed-dataset output folder",
+    )
     load.add_argument("--url", default="http://127.0.0.1:8000", help="the server (default: local)")
     load.add_argument(
         "--api-key", default=os.environ.get("CLIPSERVE_API_KEY"), help="API key [env CLIPSERVE_API_KEY]"
@@ -62,8 +68,8 @@ def run_import(args: argparse.Namespace) -> int:
         return 2
     state = args.state or source.with_name(f"{source.name}.clipserve-import-{args.name}.log")
     done = set(state.read_text().split("\n")) - {""} if state.exists() else set()
-    items = list(_parquet_items(source) if source.suffix == ".parquet" else _folder_items(source))
-    todo = [item for item in items if item["id"] not in done]
+    items, total = _source_items(source)
+    todo = (item for item in items if item["id"] not in done)
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     failed = 0
     with httpx.Client(base_url=args.url, headers=headers, timeout=600) as http, state.open("a") as log:
@@ -71,9 +77,8 @@ def run_import(args: argparse.Namespace) -> int:
         if created.status_code not in (200, 409):
             print(f"clipserve: error: {created.status_code} {created.text}", file=sys.stderr)
             return 1
-        with tqdm(total=len(items), initial=len(items) - len(todo), unit="item", desc=args.name) as bar:
-            for start in range(0, len(todo), args.batch_size):
-                batch = [_payload(item) for item in todo[start : start + args.batch_size]]
+        with tqdm(total=total, initial=min(len(done), total), unit="item", desc=args.name) as bar:
+            while batch := [_payload(item) for item in itertools.islice(todo, args.batch_size)]:
                 response = _post_with_retries(http, f"/v1/collections/{args.name}/items", {"items": batch})
                 if response.status_code != 200:
                     print(f"\nclipserve: error: {response.status_code} {response.text}", file=sys.stderr)
@@ -87,9 +92,7 @@ def run_import(args: argparse.Namespace) -> int:
                 log.flush()
                 os.fsync(log.fileno())
                 bar.update(len(batch))
-    print(
-        f"{len(items) - failed} of {len(items)} items in '{args.name}'; progress in {state}", file=sys.stderr
-    )
+    print(f"{total - failed} of {total} items in '{args.name}'; progress in {state}", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -108,6 +111,17 @@ def _post_with_retries(
         tqdm.write(f"server busy ({response.status_code}); retrying in {delay:.0f} s")
         time.sleep(min(delay, 60.0))
     return response
+
+
+def _source_items(source: Path) -> tuple[Iterable[dict[str, Any]], int]:
+    """The items of `source` (streamed for embed-dataset outputs, which may be large) and how many there are."""
+    if source.is_dir():
+        from clipserve.dataset_embed.output import count_output_items, is_embed_output, iter_output_items
+
+        if is_embed_output(source):
+            return iter_output_items(source), count_output_items(source)
+    items = list(_parquet_items(source) if source.suffix == ".parquet" else _folder_items(source))
+    return items, len(items)
 
 
 def _folder_items(folder: Path) -> Iterator[dict[str, Any]]:
