@@ -103,7 +103,7 @@ def run_embed_dataset(settings: Settings, args: argparse.Namespace) -> int:
     from clipserve.dataset_embed.faiss_index import IndexBuildError, build_index
     from clipserve.dataset_embed.job import EmbedJob, TableColumns
     from clipserve.dataset_embed.output import OutputMismatchError
-    from clipserve.dataset_embed.pipeline import run_embed_job
+    from clipserve.dataset_embed.pipeline import EmbedPlanError, run_embed_job
     from clipserve.dataset_embed.sources import DatasetInputError
     from clipserve.errors import WeightsUnavailableError
 
@@ -124,7 +124,7 @@ def run_embed_dataset(settings: Settings, args: argparse.Namespace) -> int:
     )
     try:
         summary = run_embed_job(job, progress=args.progress)
-    except (DatasetInputError, OutputMismatchError, WeightsUnavailableError) as exc:
+    except (DatasetInputError, EmbedPlanError, OutputMismatchError, WeightsUnavailableError) as exc:
         print(f"clipserve: error: {exc}", file=sys.stderr)
         return 2
     for line in summary.lines():

@@ -10,7 +10,8 @@ Ray's Arrow conversion never looks inside it. A chunk is one model call on any c
 actor runs torch with one thread), so the same input gives byte-identical output on one node or many.
 
 Resources: model actors reserve 0.75 CPU (plus 1 GPU with CUDA) and the read/decode tasks 0.25 CPU, so a
-cluster of one CPU per node still runs both an actor and a task on every node instead of waiting forever.
+cluster of one CPU per node still runs both an actor and a task on every node instead of waiting forever (with
+whole CPUs, the actors would hold every CPU and no decode task could start). With GPUs, a task reserves 1 CPU.
 """
 
 from __future__ import annotations
@@ -43,8 +44,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ACTOR_CPUS = 0.75  # per model actor: with TASK_CPUS, one actor and one task fit on a node of one CPU
-TASK_CPUS = 0.25  # per read/decode task
+TASK_CPUS = 0.25  # per read/decode task on a CPU-only cluster
+GPU_TASK_CPUS = 1.0  # per read/decode task when the actors have GPUs (GPU nodes have cores to spare)
 COLUMN = "chunk"  # the one column every stage's rows have: a pickled RawChunk / PreparedChunk / EmbeddedChunk
+
+
+class EmbedPlanError(ValueError):
+    """The run cannot start on this Ray: no cluster at --ray-address, or --device cuda without a GPU."""
 
 
 @dataclass(frozen=True)
@@ -86,10 +92,10 @@ def run_embed_job(job: EmbedJob, progress: bool = True) -> EmbedSummary:
     output = open_output(job, identity, shards=shards)
     committed = output.committed()
     todo = [shard for shard in shards if shard.index not in committed]
-    totals = _Totals()
+    totals = RunTotals()
     if todo:
         with ray_session(job.ray_address, progress=progress):
-            collector = _ShardCollector(output, {shard.index: shard for shard in todo}, totals)
+            collector = ShardCollector(output, {shard.index: shard for shard in todo}, totals, progress)
             for chunk in embedded_chunks(job, todo, transform):
                 collector.add(chunk)
             collector.finish()
@@ -142,7 +148,10 @@ def ray_session(address: str | None, *, progress: bool) -> Iterator[None]:
             logging_level=quiet,
         )
     else:
-        ray.init(address=address, log_to_driver=False, logging_level=quiet)
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level=quiet)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise EmbedPlanError(f"no Ray cluster at --ray-address {address}: {exc}") from exc
     try:
         context = DataContext.get_current()
         context.enable_progress_bars = progress
@@ -156,22 +165,24 @@ def ray_session(address: str | None, *, progress: bool) -> Iterator[None]:
 
 
 @dataclass(frozen=True)
-class ActorPlan:
+class StagePlan:
     actors: int
     gpus_per_actor: float
     cpus_per_actor: float
     torch_threads: int | None  # per actor: 1 on CPU (the same arithmetic on any cluster shape)
+    cpus_per_task: float  # per read/decode task
 
 
-def plan_actors(job: EmbedJob, cluster: dict[str, float]) -> ActorPlan:
-    """How many model actors and what each reserves, from the cluster's resources (ray.cluster_resources())."""
+def plan_stages(job: EmbedJob, cluster: dict[str, float]) -> StagePlan:
+    """How many model actors and what each stage reserves, from the cluster's resources
+    (ray.cluster_resources()): one actor per GPU with CUDA, else one per CPU of the cluster."""
     gpus = int(cluster.get("GPU", 0))
     cpus = int(cluster.get("CPU", 1))
     if job.settings.device == "cuda" and gpus == 0:
-        raise RuntimeError("--device cuda was asked for but the Ray cluster has no GPU")
+        raise EmbedPlanError("--device cuda was asked for but the Ray cluster has no GPU")
     if gpus and job.settings.device != "cpu":
-        return ActorPlan(job.actors or gpus, 1.0, ACTOR_CPUS, None)
-    return ActorPlan(job.actors or max(1, cpus), 0.0, ACTOR_CPUS, 1)
+        return StagePlan(job.actors or gpus, 1.0, ACTOR_CPUS, None, GPU_TASK_CPUS)
+    return StagePlan(job.actors or max(1, cpus), 0.0, ACTOR_CPUS, 1, TASK_CPUS)
 
 
 def embedded_chunks(
@@ -182,7 +193,7 @@ def embedded_chunks(
     import ray.data
 
     resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
-    plan = plan_actors(job, resources)
+    plan = plan_stages(job, resources)
     with warnings.catch_warnings():  # max_restarts is passed the way Ray 2.60 deprecates (no other way yet)
         warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated", DeprecationWarning)
         dataset = _plan(job, shards, transform, plan)
@@ -196,7 +207,7 @@ def _plan(
     job: EmbedJob,
     shards: list[InputShard],
     transform: Callable[[Image.Image], torch.Tensor],
-    plan: ActorPlan,
+    plan: StagePlan,
 ) -> Dataset:
     import ray.data
 
@@ -204,8 +215,8 @@ def _plan(
         ray.data.from_items(
             [{COLUMN: pickle.dumps(shard)} for shard in shards], override_num_blocks=len(shards)
         )
-        .flat_map(partial(_read_stage, job=job), num_cpus=TASK_CPUS)
-        .map(partial(_prepare_stage, job=job, transform=transform), num_cpus=TASK_CPUS)
+        .flat_map(partial(_read_stage, job=job), num_cpus=plan.cpus_per_task)
+        .map(partial(_prepare_stage, job=job, transform=transform), num_cpus=plan.cpus_per_task)
         .map_batches(
             _ModelActor,
             fn_constructor_kwargs={"job": job, "torch_threads": plan.torch_threads},
@@ -294,7 +305,7 @@ def embed_chunk(runtime: ClipRuntime, prepared: PreparedChunk, text: bool) -> Em
 
 
 @dataclass
-class _Totals:
+class RunTotals:
     images: int = 0
     texts: int = 0
     failures: int = 0
@@ -306,11 +317,14 @@ class _PendingShard:
     count: int | None = None  # known once the shard's last chunk arrived
 
 
-class _ShardCollector:
+class ShardCollector:
     """Groups chunks (arriving in any order) by shard; writes a shard once its chunks 0..last are all in."""
 
-    def __init__(self, output: OutputDir, shards: dict[int, InputShard], totals: _Totals) -> None:
+    def __init__(
+        self, output: OutputDir, shards: dict[int, InputShard], totals: RunTotals, progress: bool
+    ) -> None:
         self._output = output
+        self._log_level = logging.INFO if progress else logging.DEBUG
         self._shards = shards
         self._totals = totals
         self._pending: dict[int, _PendingShard] = {}
@@ -342,7 +356,9 @@ class _ShardCollector:
         self._totals.images += counts.embedded
         self._totals.failures += counts.failed
         self._totals.texts += self._texts.pop(index, 0)
-        logger.info("shard %d committed: %d rows, %d failed", index, counts.rows, counts.failed)
+        logger.log(
+            self._log_level, "shard %d committed: %d rows, %d failed", index, counts.rows, counts.failed
+        )
 
     def finish(self) -> None:
         missing = sorted(set(self._shards) - self._written)
