@@ -126,6 +126,16 @@ def test_a_folder_gives_the_servers_embeddings_row_for_row(
     assert f"failures: {len(CORRUPT)}" in log, log
 
 
+def test_a_rerun_of_a_finished_output_changes_nothing(
+    folder_run: tuple[Path, str], dataset: Dataset, tmp_path: Path
+) -> None:
+    output, _ = folder_run
+    before = output_files(output)
+    log = run_command(command(dataset.folder, output), tmp_path / "rerun.log")
+    assert f"0 embedded, {len(committed(output))} already done" in log, log
+    assert output_files(output) == before
+
+
 def test_a_parquet_of_paths_keeps_its_row_order_and_columns(
     dataset: Dataset, served: dict[str, np.ndarray], tmp_path: Path
 ) -> None:

@@ -142,7 +142,7 @@ def ray_session(address: str | None, *, progress: bool) -> Iterator[None]:
     quiet = logging.ERROR
     if address is None:
         ray.init(
-            num_cpus=os.cpu_count() or 1,
+            num_cpus=local_cpus(),
             include_dashboard=False,
             log_to_driver=False,
             logging_level=quiet,
@@ -162,6 +162,13 @@ def ray_session(address: str | None, *, progress: bool) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+def local_cpus() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. a container's cpuset), else os.cpu_count()."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
