@@ -99,9 +99,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             assert time.monotonic() < deadline, "the two nodes never both came up"
         yield Cluster(address, env, (head_tmp, worker_tmp), processes)
     finally:
-        _stop(processes)
-        for folder in (head_tmp, worker_tmp):
-            shutil.rmtree(folder, ignore_errors=True)
+        try:
+            _stop(processes)
+        finally:
+            for folder in (head_tmp, worker_tmp):
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
