@@ -5,6 +5,7 @@ in failures/, and a run SIGKILLed mid-way then rerun gives byte for byte the out
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import time
@@ -214,3 +215,27 @@ def _no_ray_left_behind() -> Iterator[None]:
     mine = descendants(os.getpid())
     leftovers = [command_line(pid) for pid in mine if "ray" in command_line(pid)]
     assert not leftovers, leftovers
+
+
+def test_an_input_without_captions_writes_no_text_emb(
+    dataset: Dataset, served: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    """A table with no caption column: no text_emb/ files (all-zero ones would only cost space), text off in the
+    manifest, and the images still the server's."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    keys = [k for k in sorted(dataset.rows) if dataset.rows[k].good][:10]
+    table = dataset.table.parent / "no_captions.parquet"
+    pq.write_table(pa.table({"image_path": [f"../images/{dataset.rows[k].path}" for k in keys]}), table)
+    output = tmp_path / "out"
+    log = run_command(command(table, output), tmp_path / "run.log")
+    metadata, images, texts, failures = read_shards(output)
+    assert texts is None
+    assert not list((output / "text_emb").glob("*"))
+    assert "texts: 0 " in log, log
+    assert json.loads((output / "embed_dataset.json").read_text())["text"] is False
+    assert failures == []
+    assert len(metadata) == len(keys)
+    for i, key in enumerate(keys):
+        np.testing.assert_allclose(images[i], served[f"image:{key}"], atol=TOLERANCE, err_msg=key)

@@ -16,6 +16,7 @@ whole CPUs, the actors would hold every CPU and no decode task could start). Wit
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import pickle
@@ -89,16 +90,17 @@ def run_embed_job(job: EmbedJob, progress: bool = True) -> EmbedSummary:
     transform = runtime.image_transform
     del runtime  # the driver needs its weights no further: the actors load their own copy
     shards = discover_shards(job)
-    output = open_output(job, identity, shards=shards)
-    committed = output.committed()
-    todo = [shard for shard in shards if shard.index not in committed]
+    job = dataclasses.replace(job, text=embeds_text(job, shards))
     totals = RunTotals()
-    if todo:
-        with ray_session(job.ray_address, progress=progress):
-            collector = ShardCollector(output, {shard.index: shard for shard in todo}, totals, progress)
-            for chunk in embedded_chunks(job, todo, transform):
-                collector.add(chunk)
-            collector.finish()
+    with open_output(job, identity, shards=shards) as output:
+        committed = output.committed()
+        todo = [shard for shard in shards if shard.index not in committed]
+        if todo:
+            with ray_session(job.ray_address, progress=progress):
+                collector = ShardCollector(output, {shard.index: shard for shard in todo}, totals, progress)
+                for chunk in embedded_chunks(job, todo, transform):
+                    collector.add(chunk)
+                collector.finish()
     return EmbedSummary(
         shards_total=len(shards),
         shards_skipped=len(shards) - len(todo),
@@ -109,6 +111,12 @@ def run_embed_job(job: EmbedJob, progress: bool = True) -> EmbedSummary:
         output_bytes=_folder_bytes(job.output),
         output=job.output,
     )
+
+
+def embeds_text(job: EmbedJob, shards: list[InputShard]) -> bool:
+    """Captions are embedded (text_emb/ written) unless --no-text, or no shard can have a caption (no sidecar
+    .txt in a folder, no caption column in a table): all-zero text_emb files would only cost space."""
+    return job.text and any(shard.captioned for shard in shards)
 
 
 def model_identity(runtime: ClipRuntime, job: EmbedJob) -> dict[str, str]:
