@@ -91,3 +91,23 @@ def test_actors_and_reservations_per_cluster_shape(tmp_path: Path) -> None:
     assert (forced_cpu.actors, forced_cpu.gpus_per_actor) == (4, 0.0)
     with pytest.raises(EmbedPlanError, match="no GPU"):
         plan_stages(_job(tmp_path, device="cuda"), {"CPU": 4.0})
+
+
+def test_the_summary_reports_the_rate_once_running_apart_from_start_up() -> None:
+    """Start-up (Ray, model loads) is the time to the first chunk; the running rate counts the images of the
+    later chunks over the time since the first: 8 images in 4 s here, after 10 s of start-up."""
+    from clipserve.dataset_embed.pipeline import EmbedSummary
+
+    totals = RunTotals()
+    for chunk, at_s in ((_chunk(0, 0, False, 4), 10.0), (_chunk(0, 1, False, 4, failed=1), 12.0),
+                        (_chunk(0, 2, True, 5), 14.0)):  # fmt: skip
+        totals.arrived(chunk, at_s)
+    assert (totals.first_chunk_s, totals.running_images, totals.last_chunk_s) == (10.0, 8, 14.0)
+    summary = EmbedSummary(
+        shards_total=1, shards_skipped=0, images=12, texts=0, failures=1, seconds=16.0, output_bytes=0,
+        startup_seconds=totals.first_chunk_s, running_images=totals.running_images,
+        running_seconds=totals.last_chunk_s - 10.0,
+    )  # fmt: skip
+    assert "images: 12 in 16.0 s (0.8 images/s; 2.0 images/s once running, after 10.0 s of start-up)" in (
+        summary.lines()
+    )

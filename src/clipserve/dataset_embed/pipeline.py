@@ -66,13 +66,22 @@ class EmbedSummary:
     seconds: float  # wall time of this run, model loading and Ray start included
     output_bytes: int  # the size of the output folder after the run (every run's files)
     output: Path = field(default=Path("."))
+    startup_seconds: float | None = None  # from the start to the first embedded chunk (Ray, model loads)
+    running_images: int = 0  # images embedded after the first chunk arrived
+    running_seconds: float = 0.0  # from the first embedded chunk to the last
 
     def lines(self) -> list[str]:
         seconds = max(self.seconds, 1e-9)
         done = self.shards_total - self.shards_skipped
+        running = ""
+        if self.startup_seconds is not None and self.running_seconds > 0:
+            running = (
+                f"; {self.running_images / self.running_seconds:.1f} images/s once running, after "
+                f"{self.startup_seconds:.1f} s of start-up"
+            )
         return [
             f"shards: {done} embedded, {self.shards_skipped} already done, {self.shards_total} in the input",
-            f"images: {self.images} in {self.seconds:.1f} s ({self.images / seconds:.1f} images/s)",
+            f"images: {self.images} in {self.seconds:.1f} s ({self.images / seconds:.1f} images/s{running})",
             f"texts: {self.texts} ({self.texts / seconds:.1f} texts/s)",
             f"failures: {self.failures}" + (" (see failures/)" if self.failures else ""),
             f"output: {self.output} ({_human_bytes(self.output_bytes)})",
@@ -99,6 +108,7 @@ def run_embed_job(job: EmbedJob, progress: bool = True) -> EmbedSummary:
             with ray_session(job.ray_address, progress=progress):
                 collector = ShardCollector(output, {shard.index: shard for shard in todo}, totals, progress)
                 for chunk in embedded_chunks(job, todo, transform):
+                    totals.arrived(chunk, time.monotonic() - started)
                     collector.add(chunk)
                 collector.finish()
     return EmbedSummary(
@@ -110,6 +120,9 @@ def run_embed_job(job: EmbedJob, progress: bool = True) -> EmbedSummary:
         seconds=time.monotonic() - started,
         output_bytes=_folder_bytes(job.output),
         output=job.output,
+        startup_seconds=totals.first_chunk_s,
+        running_images=totals.running_images,
+        running_seconds=totals.last_chunk_s - (totals.first_chunk_s or 0.0),
     )
 
 
@@ -324,6 +337,17 @@ class RunTotals:
     images: int = 0
     texts: int = 0
     failures: int = 0
+    first_chunk_s: float | None = None  # seconds into the run when the first embedded chunk arrived
+    last_chunk_s: float = 0.0
+    running_images: int = 0  # embedded images of the chunks after the first
+
+    def arrived(self, chunk: EmbeddedChunk, at_s: float) -> None:
+        """The steady rate, apart from start-up: images of every chunk after the first over the time since it."""
+        if self.first_chunk_s is None:
+            self.first_chunk_s = at_s
+        else:
+            self.running_images += len(chunk.image_embeddings)
+        self.last_chunk_s = at_s
 
 
 @dataclass
