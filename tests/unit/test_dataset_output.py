@@ -165,12 +165,29 @@ def test_url_sources_are_a_url_column_and_text_off_writes_no_text_emb(tmp_path: 
     urls = [f"https://example.com/{k}.jpg" for k in keys]
     chunk = make_chunk(0, 0, True, keys, 1, failed={2: "fetch refused"}, sources=urls, text=False)
     out = open_output(job_for(tmp_path, text=False), IDENTITY)
-    out.write_shard(InputShard(0, "table", "/data/t.parquet"), [chunk])
+    out.write_shard(InputShard(0, "table", "/data/t.parquet", source_column="url"), [chunk])
     assert pq.read_table(tmp_path / "metadata/metadata_0.parquet").column("url").to_pylist() == urls[:2]
     assert pq.read_table(tmp_path / "failures/failures_0.parquet").to_pylist() == [
         {"key": "k2", "url": urls[2], "reason": "fetch refused"}
     ]
     assert not (tmp_path / "text_emb/text_emb_0.npy").exists()
+
+
+def test_every_shard_of_a_run_has_the_same_schema_whatever_its_values(tmp_path: Path) -> None:
+    """The source column is the input's (InputShard.source_column), not guessed per shard: a URL table's shard
+    whose only bad row has no URL still says `url`; integers past int64 (a uint64 hash in a .json) are kept as
+    text instead of failing the shard."""
+    keys = ["k0", "k1"]
+    chunk = make_chunk(
+        1, 0, True, keys, 2, failed={1: "no image path or URL"}, sources=["https://e.com/a.jpg", ""],
+        extras=[{"hash": 2**64 + 1}, {"hash": 3}], text=False,
+    )  # fmt: skip
+    out = open_output(job_for(tmp_path, text=False), IDENTITY)
+    out.write_shard(InputShard(1, "table", "/data/t.parquet", source_column="url"), [chunk])
+    metadata = pq.read_table(tmp_path / "metadata/metadata_1.parquet")
+    assert metadata.column_names == ["key", "url", "caption", "hash"]
+    assert metadata.column("hash").to_pylist() == [str(2**64 + 1)]
+    assert pq.read_table(tmp_path / "failures/failures_1.parquet").column_names == ["key", "url", "reason"]
 
 
 def test_a_shard_where_every_row_failed_writes_empty_files(tmp_path: Path) -> None:

@@ -295,13 +295,13 @@ def shards(tmp_path: Path) -> Path:
 
 def test_webdataset_tars_are_one_shard_each_in_sorted_order(tmp_path: Path, shards: Path) -> None:
     expected = [
-        InputShard(0, "webdataset", str(shards / "00000.tar")),
-        InputShard(1, "webdataset", str(shards / "00001.tar")),
+        InputShard(0, "webdataset", str(shards / "00000.tar"), source_column="url"),
+        InputShard(1, "webdataset", str(shards / "00001.tar"), source_column="url"),
     ]
     assert discover_shards(job_for(tmp_path, shards)) == expected
     assert discover_shards(job_for(tmp_path, f"{shards}/*.tar")) == expected
     assert discover_shards(job_for(tmp_path, shards / "00001.tar")) == [
-        InputShard(0, "webdataset", str(shards / "00001.tar"))
+        InputShard(0, "webdataset", str(shards / "00001.tar"), source_column="url")
     ]
 
 

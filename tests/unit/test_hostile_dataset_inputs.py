@@ -168,3 +168,39 @@ def test_a_tar_shard_that_is_not_a_tar_is_one_failure_row_not_a_failed_job(tmp_p
     (chunk,) = read_chunks(shard, job)
     assert (chunk.keys, chunk.sources, chunk.data) == (["00000.tar"], ["00000.tar"], [None])
     assert chunk.errors == ["the tar shard is unreadable after 0 keys: invalid header"]
+
+
+def test_a_parquet_file_damaged_part_way_fails_the_rest_of_its_shard_not_the_job(tmp_path: Path) -> None:
+    """A shard in the damaged part is one failure row naming its range (the job goes on); the shard before the
+    damage reads as usual."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from clipserve.dataset_embed.sources import discover_shards, read_chunks
+
+    table = tmp_path / "t" / "paths.parquet"
+    table.parent.mkdir()
+    paths = [f"img{i}.png" for i in range(6)]
+    pq.write_table(pa.table({"image_path": paths}), table, row_group_size=3, compression="snappy")
+    second = pq.ParquetFile(table).metadata.row_group(1).column(0)
+    data = bytearray(table.read_bytes())
+    start = second.data_page_offset  # the second row group's data page header: garbage from here on 12 bytes
+    data[start : start + 12] = b"\xff" * 12
+    table.write_bytes(bytes(data))
+    job = EmbedJob(
+        settings=make_settings(tmp_path), input=str(table.parent), output=tmp_path / "out", shard_size=3
+    )
+    first, second = discover_shards(job)
+
+    def rows_of(shard: Any) -> list[tuple[str, str, str | None]]:
+        return [
+            (k, s, e)
+            for c in read_chunks(shard, job)
+            for k, s, e in zip(c.keys, c.sources, c.errors, strict=True)
+        ]
+
+    assert rows_of(first) == [(f"{i:09d}", f"img{i}.png", None) for i in range(3)]
+    ((key, source, error),) = rows_of(second)
+    assert (key, source) == ("unreadable-000000003", "paths.parquet")
+    assert error is not None
+    assert error.startswith("could not read the table past some row of 3..6: ")

@@ -144,7 +144,7 @@ class OutputDir:
 
         `chunks`: the shard's chunks sorted by chunk number, 0.. with the last one `last`.
         """
-        files, rows, embedded = shard_files(shard.index, chunks, self.job)
+        files, rows, embedded = shard_files(shard.index, chunks, self.job, shard.source_column)
         marker = self.root / MARKERS / f"{shard.index}.json"
         if marker.exists():  # rewriting a committed shard: it stops being committed until it is whole again
             marker.unlink()
@@ -256,8 +256,10 @@ def _manifest(
         },
     }
     if shards is not None:
-        listing = json.dumps([repr(s) for s in shards]).encode()
-        manifest["shards"] = {"count": len(shards), "sha256": hashlib.sha256(listing).hexdigest()}
+        digest = hashlib.sha256()  # shard by shard: no copy of a large listing in memory
+        for shard in shards:
+            digest.update(repr(shard).encode() + b"\n")
+        manifest["shards"] = {"count": len(shards), "sha256": digest.hexdigest()}
     return manifest
 
 

@@ -28,8 +28,13 @@ class _Rows:
     reasons: list[str] = field(default_factory=list)
 
 
-def shard_files(index: int, chunks: list[EmbeddedChunk], job: EmbedJob) -> tuple[dict[str, bytes], int, int]:
-    """{relative path: bytes} of shard `index`'s files, its input row count, and its embedded row count."""
+def shard_files(
+    index: int, chunks: list[EmbeddedChunk], job: EmbedJob, source_column: str | None = None
+) -> tuple[dict[str, bytes], int, int]:
+    """{relative path: bytes} of shard `index`'s files, its input row count, and its embedded row count.
+
+    `source_column`: the metadata column of the images' paths/URLs, decided once per input (InputShard), so
+    every shard of a run has the same schema; None: from this shard's values."""
     _check_order(index, chunks)
     good, bad = _Rows(), _Rows()
     images: list[np.ndarray] = []
@@ -62,7 +67,7 @@ def shard_files(index: int, chunks: list[EmbeddedChunk], job: EmbedJob) -> tuple
             if reason is not None:
                 rows.reasons.append(reason)
     image_matrix = np.concatenate(images).reshape(-1, dim)
-    source_column = _source_column(good.sources + bad.sources)
+    source_column = source_column or _source_column(good.sources + bad.sources)
     metadata = _metadata_table(good, source_column)
     files = {f"img_emb/img_emb_{index}.npy": _npy(image_matrix.astype(job.dtype))}
     if job.text:
@@ -122,7 +127,7 @@ def _column(values: list[Any]) -> Any:
 
     try:
         return pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
         return pa.array([None if v is None else str(v) for v in values], pa.string())
 
 

@@ -94,6 +94,7 @@ def run_embed_job(job: EmbedJob, progress: bool = True) -> EmbedSummary:
     from clipserve.dataset_embed.sources import discover_shards
 
     started = time.monotonic()
+    started_at = time.time()  # the actors stamp their chunks with the wall clock
     runtime = _driver_runtime(job)
     identity = model_identity(runtime, job)
     transform = runtime.image_transform
@@ -108,7 +109,7 @@ def run_embed_job(job: EmbedJob, progress: bool = True) -> EmbedSummary:
             with ray_session(job.ray_address, progress=progress):
                 collector = ShardCollector(output, {shard.index: shard for shard in todo}, totals, progress)
                 for chunk in embedded_chunks(job, todo, transform):
-                    totals.arrived(chunk, time.monotonic() - started)
+                    totals.arrived(chunk, chunk.embedded_at - started_at)
                     collector.add(chunk)
                 collector.finish()
     return EmbedSummary(
@@ -325,7 +326,11 @@ def embed_chunk(runtime: ClipRuntime, prepared: PreparedChunk, text: bool) -> Em
             captions = [prepared.raw.captions[decoded[j]] or "" for j in captioned]
             texts[captioned] = runtime.encode_texts(runtime.tokenize(captions).ids)
     return EmbeddedChunk(
-        raw=prepared.raw, errors=prepared.errors, image_embeddings=images, text_embeddings=texts
+        raw=prepared.raw,
+        errors=prepared.errors,
+        image_embeddings=images,
+        text_embeddings=texts,
+        embedded_at=time.time(),
     )
 
 
@@ -340,14 +345,19 @@ class RunTotals:
     first_chunk_s: float | None = None  # seconds into the run when the first embedded chunk arrived
     last_chunk_s: float = 0.0
     running_images: int = 0  # embedded images of the chunks after the first
+    _first_images: int = 0
 
     def arrived(self, chunk: EmbeddedChunk, at_s: float) -> None:
-        """The steady rate, apart from start-up: images of every chunk after the first over the time since it."""
-        if self.first_chunk_s is None:
-            self.first_chunk_s = at_s
+        """The steady rate, apart from start-up: the images of every chunk but the first embedded, over the time
+        from the first to the last (`at_s`: when the model finished the chunk, seconds into the run; Ray Data
+        hands chunks to the driver in bursts, so their arrival times would overstate the rate)."""
+        if self.first_chunk_s is None or at_s < self.first_chunk_s:
+            if self.first_chunk_s is not None:
+                self.running_images += self._first_images
+            self.first_chunk_s, self._first_images = at_s, len(chunk.image_embeddings)
         else:
             self.running_images += len(chunk.image_embeddings)
-        self.last_chunk_s = at_s
+        self.last_chunk_s = max(self.last_chunk_s, at_s)
 
 
 @dataclass
@@ -375,8 +385,11 @@ class ShardCollector:
         if index not in self._shards:
             raise RuntimeError(f"a chunk of shard {index}, which this run did not ask for")
         pending = self._pending.setdefault(index, _PendingShard())
-        if number in pending.chunks:
-            raise RuntimeError(f"chunk {number} of shard {index} arrived twice")
+        if number in pending.chunks or index in self._written:
+            # Delivered again (a task Ray retried after its first result got through): the same input in the
+            # same model call gives the same bytes, so the copy is dropped, never written twice.
+            logger.warning("chunk %d of shard %d arrived twice; the second copy is ignored", number, index)
+            return
         pending.chunks[number] = chunk
         if chunk.raw.last:
             pending.count = number + 1

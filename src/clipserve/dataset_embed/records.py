@@ -28,6 +28,9 @@ class InputShard:
     members: tuple[str, ...] = ()  # folder: this shard's files, relative to the root, in order
     row_start: int = 0  # table: the first row of this shard in the file
     row_stop: int | None = None  # table: one past the last row (None: to the end)
+    source_column: str = (
+        "image_path"  # the metadata column naming each image: image_path, or url (URL inputs)
+    )
     captioned: bool = True  # whether any row can have a caption (False: no sidecar .txt, no caption column)
     key_prefix: str = ""  # table without a key column: prepended to row-number keys (several files)
 
@@ -71,3 +74,4 @@ class EmbeddedChunk:
     text_embeddings: (
         np.ndarray | None
     )  # float32 [decoded rows, dim] of the captions (zeros: no caption); None: off
+    embedded_at: float = 0.0  # time.time() when the model finished it (for the summary's running rate)

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
+import pyarrow as pa
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
 from clipserve.dataset_embed.job import EmbedJob
 from clipserve.dataset_embed.records import InputShard, RawChunk
-from clipserve.dataset_embed.tables import RESERVED_COLUMNS, count_rows, open_table, table_layout
+from clipserve.dataset_embed.tables import RESERVED_COLUMNS, TableLayout, count_rows, open_table, table_layout
 from clipserve.errors import ImageTooLargeError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
@@ -45,7 +46,9 @@ def discover_shards(job: EmbedJob) -> list[InputShard]:
     images = [f for f in files if _suffix(f) in IMAGE_SUFFIXES]
     tables = [f for f in files if _suffix(f) in TABLE_SUFFIXES]
     if tars:
-        return [InputShard(n, "webdataset", _location(fs, tar)) for n, tar in enumerate(tars)]
+        return [
+            InputShard(n, "webdataset", _location(fs, tar), source_column="url") for n, tar in enumerate(tars)
+        ]
     if images and fs.isdir(path):
         sidecars = {posixpath.splitext(f)[0] for f in files if _suffix(f) == CAPTION_SUFFIX}
         return _folder_shards(fs, path.rstrip("/") or "/", images, sidecars, job.shard_size)
@@ -229,6 +232,7 @@ def _table_shards(fs: fsspec.AbstractFileSystem, tables: list[str], job: EmbedJo
             shards.append(
                 InputShard(
                     len(shards), "table", location, row_start=start, row_stop=stop,
+                    source_column="url" if layout.image == "url" else "image_path",
                     captioned=layout.caption is not None, key_prefix=prefix,
                 )
             )  # fmt: skip
@@ -237,6 +241,21 @@ def _table_shards(fs: fsspec.AbstractFileSystem, tables: list[str], job: EmbedJo
 
 def _table_rows(fs: fsspec.AbstractFileSystem, path: str, shard: InputShard, job: EmbedJob) -> Iterator[_Row]:
     layout = table_layout(fs, path, job.columns)
+    try:
+        yield from _table_batches_rows(fs, path, layout, shard, job)
+    except (ValueError, OSError, pa.ArrowException) as exc:  # a corrupt page, a CSV line that does not parse
+        # The rows before the damage stand; the rest of the shard is one failure row (as a tar cut short),
+        # so a damaged file fails its rows, never the job, and a rerun does not stop on it again.
+        yield _Row(
+            key=f"{shard.key_prefix}unreadable-{shard.row_start:09d}",
+            source=posixpath.basename(path),
+            error=f"could not read the table past some row of {shard.row_start}..{shard.row_stop}: {exc}",
+        )
+
+
+def _table_batches_rows(
+    fs: fsspec.AbstractFileSystem, path: str, layout: TableLayout, shard: InputShard, job: EmbedJob
+) -> Iterator[_Row]:
     number = shard.row_start
     for batch in open_table(fs, path, layout, shard.row_start, shard.row_stop):
         images = batch.column(layout.image).to_pylist()
