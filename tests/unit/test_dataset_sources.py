@@ -399,3 +399,17 @@ def test_a_chosen_column_that_is_not_in_the_table_is_refused_naming_its_columns(
     message = f"^{table}: the caption column 'caption_text' is not in the table \\(its columns: url, alt\\)$"
     with pytest.raises(DatasetInputError, match=message):
         discover_shards(job_for(tmp_path, table, columns=TableColumns(caption="caption_text")))
+
+
+def test_images_sharing_a_path_without_suffix_keep_their_suffix_in_the_key(tmp_path: Path) -> None:
+    """a.jpg and a.png would both be key `a` (one would overwrite the other in a collection): they keep their
+    suffixes, across a shard boundary too; other keys stay suffix-less, as clip-retrieval writes them."""
+    root = tmp_path / "images"
+    write(root / "a.jpg", encode_image(gradient_image(16, 16, seed=1), "JPEG"))
+    write(root / "a.png", png(2))
+    write(root / "b.png", png(3))
+    write(root / "a.txt", "both a's caption")
+    job = job_for(tmp_path, root, shard_size=1)
+    keys = [(k, c) for shard in discover_shards(job) for chunk in read_chunks(shard, job)
+            for k, c in zip(chunk.keys, chunk.captions, strict=True)]  # fmt: skip
+    assert keys == [("a.jpg", "both a's caption"), ("a.png", "both a's caption"), ("b", None)]

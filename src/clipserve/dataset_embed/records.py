@@ -26,6 +26,9 @@ class InputShard:
         str  # folder: the root; table: the parquet/CSV file; webdataset: the .tar (local path or fsspec URL)
     )
     members: tuple[str, ...] = ()  # folder: this shard's files, relative to the root, in order
+    # folder: members whose key keeps its suffix, because another image has the same path without one
+    # (a.jpg and a.png: keys a.jpg and a.png, not a twice)
+    keyed_with_suffix: tuple[str, ...] = ()
     row_start: int = 0  # table: the first row of this shard in the file
     row_stop: int | None = None  # table: one past the last row (None: to the end)
     source_column: str = (

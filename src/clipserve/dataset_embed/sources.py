@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import posixpath
 import tarfile
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -169,13 +170,17 @@ def _folder_shards(
     """Shards of `shard_size` images; a shard is `captioned` when one of its images has a sidecar .txt (only
     then are sidecars opened: on an object store a missing one is a failed request per image)."""
     members = sorted(_relative(root, f) for f in images)
+    stems = Counter(posixpath.splitext(m)[0] for m in members)
     captioned = {_relative(root, stem) for stem in sidecars}
     location = _location(fs, root)
     shards = []
     for n, start in enumerate(range(0, len(members), shard_size)):
         chunk = tuple(members[start : start + shard_size])
         has_captions = any(posixpath.splitext(m)[0] in captioned for m in chunk)
-        shards.append(InputShard(n, "folder", location, members=chunk, captioned=has_captions))
+        shared = tuple(m for m in chunk if stems[posixpath.splitext(m)[0]] > 1)
+        shards.append(
+            InputShard(n, "folder", location, members=chunk, keyed_with_suffix=shared, captioned=has_captions)
+        )
     return shards
 
 
@@ -183,12 +188,13 @@ def _folder_rows(
     fs: fsspec.AbstractFileSystem, root: str, shard: InputShard, job: EmbedJob
 ) -> Iterator[_Row]:
     settings = job.settings
+    shared = set(shard.keyed_with_suffix)
     for member in shard.members:
         stem = posixpath.splitext(member)[0]
         caption = (
             _read_caption(fs, f"{root}/{stem}.txt", settings.max_text_chars) if shard.captioned else None
         )
-        row = _Row(stem, member, caption=caption)
+        row = _Row(member if member in shared else stem, member, caption=caption)
         try:
             row.data = read_capped(fs, f"{root}/{member}", settings.max_image_bytes)
         except ImageTooLargeError as exc:
