@@ -42,7 +42,7 @@ from clipserve.config import Settings
 from clipserve.metrics import ServiceMetrics
 from clipserve.model_card import HUB_ID
 from clipserve.runtime.fair_queue import FairExecutor
-from clipserve.runtime.fetch import AddressPolicy, FetchLimits, ImageFetcher
+from clipserve.runtime.fetch import ImageFetcher
 from clipserve.runtime.heap import freeze_long_lived, unfreeze
 from clipserve.runtime.model import ClipRuntime
 from clipserve.service.auth import Authenticator
@@ -282,16 +282,7 @@ async def _running_services(context: AppContext) -> AsyncIterator[None]:
     queues = EncoderQueues.create(runtime, settings, compute, metrics)
     metrics.watch_queue("images", lambda: queues.images.depth)
     metrics.watch_queue("texts", lambda: queues.texts.depth)
-    fetcher = ImageFetcher(
-        AddressPolicy.from_cidrs(settings.image_fetch_allow_private, settings.image_fetch_allowed_networks),
-        FetchLimits(
-            settings.max_image_bytes,
-            settings.image_fetch_timeout_s,
-            settings.image_fetch_max_redirects,
-            max_connections=settings.image_fetch_max_connections,
-            per_account=settings.image_fetch_concurrency,
-        ),
-    )
+    fetcher = ImageFetcher.from_settings(settings)
     await fetcher.start()
     context.compute_pool = compute
     context.queues = queues

@@ -23,7 +23,7 @@ from clipserve.dataset_embed.job import EmbedJob
 from clipserve.dataset_embed.records import PreparedChunk, RawChunk
 from clipserve.dataset_embed.sources import read_capped
 from clipserve.errors import ClipserveError, ImageFetchError, ImageTooLargeError
-from clipserve.runtime.fetch import AddressPolicy, FetchLimits, ImageFetcher, is_remote_source
+from clipserve.runtime.fetch import ImageFetcher, is_remote_source
 from clipserve.runtime.images import decode_image
 
 # The server's JPEG draft floor (api/app.py JPEG_DRAFT_MIN_SIDE), repeated here so a decode task does not import
@@ -118,17 +118,8 @@ def _read_path(base: str, source: str, cap: int) -> bytes:
 
 
 def fetcher_for(settings: Settings) -> ImageFetcher:
-    """The service's fetcher, built exactly as api/app.py builds it."""
-    return ImageFetcher(
-        AddressPolicy.from_cidrs(settings.image_fetch_allow_private, settings.image_fetch_allowed_networks),
-        FetchLimits(
-            settings.max_image_bytes,
-            settings.image_fetch_timeout_s,
-            settings.image_fetch_max_redirects,
-            max_connections=settings.image_fetch_max_connections,
-            per_account=settings.image_fetch_concurrency,
-        ),
-    )
+    """The service's fetcher: the same policy and limits as the server's (ImageFetcher.from_settings)."""
+    return ImageFetcher.from_settings(settings)
 
 
 async def _fetch_all(urls: list[str], settings: Settings) -> list[bytes | str]:

@@ -15,6 +15,7 @@ import re
 import socket
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -23,6 +24,9 @@ from yarl import URL
 
 from clipserve.errors import ImageFetchError, ImageTooLargeError, InvalidImageError
 from clipserve.runtime.fair_slots import FairSlots
+
+if TYPE_CHECKING:
+    from clipserve.config import Settings
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 USER_AGENT = "clipserve-image-fetcher/1.0"
@@ -184,6 +188,22 @@ class ImageFetcher:
         self._limits = limits
         self._session: aiohttp.ClientSession | None = None
         self.slots = FairSlots(limits.max_connections, limits.per_account)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ImageFetcher:
+        """The fetcher Settings describe: the address policy and limits of the server and of embed-dataset."""
+        return cls(
+            AddressPolicy.from_cidrs(
+                settings.image_fetch_allow_private, settings.image_fetch_allowed_networks
+            ),
+            FetchLimits(
+                settings.max_image_bytes,
+                settings.image_fetch_timeout_s,
+                settings.image_fetch_max_redirects,
+                max_connections=settings.image_fetch_max_connections,
+                per_account=settings.image_fetch_concurrency,
+            ),
+        )
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
