@@ -3,6 +3,7 @@ shard is written exactly when all its chunks 0..last are in, once; which actors 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,7 @@ from clipserve.config import Settings
 from clipserve.dataset_embed.job import EmbedJob
 from clipserve.dataset_embed.output import open_output
 from clipserve.dataset_embed.pipeline import (
-    ACTOR_CPUS,
     GPU_TASK_CPUS,
-    TASK_CPUS,
     EmbedPlanError,
     RunTotals,
     ShardCollector,
@@ -91,7 +90,11 @@ def test_actors_and_reservations_per_cluster_shape(tmp_path: Path) -> None:
     assert (two_cpus.actors, two_cpus.gpus_per_actor, two_cpus.torch_threads) == (2, 0.0, 1)
     # One actor and one task fit on a node of one CPU (whole CPUs would leave the tasks no room).
     assert two_cpus.cpus_per_actor + two_cpus.cpus_per_task <= 1.0
-    assert (two_cpus.cpus_per_actor, two_cpus.cpus_per_task) == (ACTOR_CPUS, TASK_CPUS)
+    assert (
+        min(two_cpus.cpus_per_actor, two_cpus.cpus_per_task) > 0
+    )  # both stages reserve a share: none starves
+    one_actor = plan_stages(dataclasses.replace(_job(tmp_path), actors=1), {"CPU": 2.0})
+    assert one_actor.actors == 1  # --actors wins over the cluster's shape
     gpus = plan_stages(_job(tmp_path), {"CPU": 64.0, "GPU": 8.0})
     assert (gpus.actors, gpus.gpus_per_actor, gpus.torch_threads, gpus.cpus_per_task) == (
         8,
