@@ -12,6 +12,7 @@ import httpx
 from pydantic import ValidationError
 
 from clipserve import __version__
+from clipserve.cli.batch import add_batch_commands
 from clipserve.cli.collections import add_collections_commands
 from clipserve.cli.embed_dataset import add_embed_dataset_command
 from clipserve.cli.eval import add_eval_commands
@@ -32,13 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineArgumentParser(
         prog="clipserve",
         description="clipserve: an OpenAI-compatible CLIP service (serve), its accounts (keys), bulk tools "
-        "(collections, embed-dataset) and evaluation (eval).",
+        "(collections, embed-dataset, batch) and evaluation (eval).",
     )
     parser.add_argument("--version", action="version", version=f"clipserve {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     add_serve_command(commands)
     add_keys_commands(commands)
     add_collections_commands(commands)
+    add_batch_commands(commands)
     add_eval_commands(commands)
     add_embed_dataset_command(commands)
     return parser
