@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 import pytest
 
 from clipserve.runtime.batcher import BatcherStoppedError, DynamicBatcher, QueueFullError
+from clipserve.runtime.fair_queue import background_tenant
 from clipserve.runtime.tenant_activity import TenantActivity
 
 pytestmark = pytest.mark.anyio
@@ -290,3 +291,21 @@ async def test_while_another_tenant_is_active_batches_shrink_to_the_contended_ta
             assert batcher.batch_limit >= 4
         finally:
             await batcher.stop()
+
+
+async def test_a_background_tenant_fills_batches_only_with_what_no_foreground_tenant_wants() -> None:
+    recorder = Recorder()
+    gate = threading.Event()
+    async with batcher_for(recorder.square, max_batch_size=4, max_wait_s=0.0) as batcher:
+        blocker = asyncio.get_running_loop().run_in_executor(batcher._executor, gate.wait, 10)
+        with batcher.reserve(12, tenant=background_tenant("account:1")) as slots:
+            backlog = batcher.submit(slots, list(range(100, 112)))
+        with batcher.reserve(3, tenant="account:2") as slots:
+            online = batcher.submit(slots, [1, 2, 3])
+        gate.set()
+        await blocker
+        await asyncio.gather(*online, *backlog)
+    # the background backlog was queued first, yet the online items fill the first batch; the batch's items
+    # fill the rest of it and run in their own order
+    assert recorder.batches[0] == [1, 2, 3, 100]
+    assert [p for batch in recorder.batches for p in batch if p >= 100] == list(range(100, 112))

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from clipserve.runtime.fair_queue import FairExecutor, FairQueue
+from clipserve.runtime.fair_queue import FairExecutor, FairQueue, background_tenant, is_background
 
 
 def test_pop_serves_tenants_in_turn_each_in_fifo_order() -> None:
@@ -103,3 +103,44 @@ def test_executor_works_with_run_in_executor_and_drains_on_shutdown() -> None:
     pool.shutdown(wait=True)
     with pytest.raises(RuntimeError):
         pool.submit_for("t", abs, 1)
+
+
+def test_a_background_tenant_is_served_only_when_no_foreground_tenant_has_items() -> None:
+    queue: FairQueue[str] = FairQueue()
+    batch = background_tenant("account:1")
+    for i in range(3):
+        queue.push(batch, f"b{i}")
+    queue.push("account:2", "f0")
+    queue.push("account:2", "f1")
+    assert queue.tenant_size(batch) == 3
+    assert queue.tenants == 2
+    assert [queue.pop(), queue.pop(), queue.pop()] == ["f0", "f1", "b0"]
+    queue.push("account:3", "g0")  # arrives while the batch has a backlog: goes first, every time
+    assert [queue.pop(), queue.pop(), queue.pop()] == ["g0", "b1", "b2"]
+    assert not queue
+    assert sorted(queue.heads()) == []
+
+
+def test_background_tenants_take_turns_among_themselves() -> None:
+    queue: FairQueue[str] = FairQueue()
+    for i in range(2):
+        queue.push(background_tenant("a"), f"a{i}")
+        queue.push(background_tenant("b"), f"b{i}")
+    assert sorted(queue.heads()) == ["a0", "b0"]
+    assert [queue.pop() for _ in range(4)] == ["a0", "b0", "a1", "b1"]
+    assert is_background(background_tenant("local"))
+    assert not is_background("local")
+
+
+def test_executor_runs_foreground_work_before_a_background_backlog() -> None:
+    pool = FairExecutor(1, thread_name_prefix="test")
+    gate = threading.Event()
+    order: list[str] = []
+    first = pool.submit_for("account:1", gate.wait)  # holds the only worker
+    backlog = [pool.submit_for(background_tenant("account:1"), order.append, f"b{i}") for i in range(5)]
+    online = [pool.submit_for("account:2", order.append, f"f{i}") for i in range(3)]
+    gate.set()
+    for future in [first, *backlog, *online]:
+        future.result(timeout=10)
+    assert order == ["f0", "f1", "f2", "b0", "b1", "b2", "b3", "b4"]
+    pool.shutdown()

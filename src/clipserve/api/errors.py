@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -44,6 +46,10 @@ async def handle_clipserve_error(request: Request, exc: Exception) -> JSONRespon
 
 async def handle_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    return _from_validation(exc)
+
+
+def _from_validation(exc: RequestValidationError) -> JSONResponse:
     errors = exc.errors()
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
     loc = [str(part) for part in first.get("loc", ()) if part != "body"]
@@ -81,11 +87,27 @@ async def handle_http_exception(request: Request, exc: Exception) -> JSONRespons
 
 
 async def handle_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    request_id = getattr(request.state, "request_id", "-")
+    return _unexpected(exc, getattr(request.state, "request_id", "-"))
+
+
+def _unexpected(exc: Exception, request_id: str) -> JSONResponse:
     logger.exception("unhandled error in request %s", request_id, exc_info=exc)
     return error_response(
         500, f"internal server error (request id {request_id})", "server_error", code="internal_error"
     )
+
+
+def error_answer(exc: Exception, request_id: str) -> tuple[int, dict[str, Any]]:
+    """The status code and OpenAI error body an online request failing with `exc` gets (a batch line's answer):
+    the same rendering as the handlers below."""
+    if isinstance(exc, ClipserveError):
+        response = _from_clipserve(exc)
+    elif isinstance(exc, RequestValidationError):
+        response = _from_validation(exc)
+    else:
+        response = _unexpected(exc, request_id)
+    body: dict[str, Any] = json.loads(bytes(response.body))
+    return response.status_code, body
 
 
 def install_error_handlers(app: FastAPI) -> None:

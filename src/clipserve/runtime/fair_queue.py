@@ -18,7 +18,19 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-class FairQueue(Generic[T]):
+BACKGROUND_PREFIX = "batch:"
+
+
+def background_tenant(tenant: str) -> str:
+    """`tenant`'s background lane (its batch work): served only when no foreground tenant has items queued."""
+    return f"{BACKGROUND_PREFIX}{tenant}"
+
+
+def is_background(tenant: Hashable) -> bool:
+    return isinstance(tenant, str) and tenant.startswith(BACKGROUND_PREFIX)
+
+
+class _Lane(Generic[T]):
     """FIFO per tenant; `pop` serves tenants in turn (round-robin), each from the front of its own queue.
 
     A tenant that arrives with nothing queued is served before the tenants already taking turns (the "new flows
@@ -28,52 +40,74 @@ class FairQueue(Generic[T]):
     """
 
     def __init__(self) -> None:
-        self._queues: dict[Hashable, deque[T]] = {}
+        self.queues: dict[Hashable, deque[T]] = {}
         self._new: OrderedDict[Hashable, None] = OrderedDict()  # arrived with nothing queued, not yet served
         self._rotation: OrderedDict[Hashable, None] = OrderedDict()  # served at least once, still queued
-        self._size = 0
+        self.size = 0
+
+    def push(self, tenant: Hashable, item: T) -> None:
+        queue = self.queues.get(tenant)
+        if queue is None:
+            queue = self.queues[tenant] = deque()
+            self._new[tenant] = None
+        queue.append(item)
+        self.size += 1
+
+    def pop(self) -> T:
+        turns = self._new if self._new else self._rotation
+        tenant, _ = turns.popitem(last=False)
+        queue = self.queues[tenant]
+        item = queue.popleft()
+        self.size -= 1
+        if queue:
+            self._rotation[tenant] = None  # its next item waits for every other tenant's
+        else:
+            del self.queues[tenant]
+        return item
+
+
+class FairQueue(Generic[T]):
+    """Round-robin across tenants (see _Lane), in two lanes: background tenants (`background_tenant(...)`, a
+    batch's lines) are served only while no foreground tenant has an item queued, so bulk work runs on idle
+    capacity and an online request never waits behind it for more than the model batch already running."""
+
+    def __init__(self) -> None:
+        self._foreground: _Lane[T] = _Lane()
+        self._background: _Lane[T] = _Lane()
 
     def __len__(self) -> int:
-        return self._size
+        return self._foreground.size + self._background.size
 
     def __bool__(self) -> bool:
-        return self._size > 0
+        return len(self) > 0
 
     @property
     def tenants(self) -> int:
         """Tenants with items queued."""
-        return len(self._queues)
+        return len(self._foreground.queues) + len(self._background.queues)
+
+    def _lane(self, tenant: Hashable) -> _Lane[T]:
+        return self._background if is_background(tenant) else self._foreground
 
     def push(self, tenant: Hashable, item: T) -> None:
-        queue = self._queues.get(tenant)
-        if queue is None:
-            queue = self._queues[tenant] = deque()
-            self._new[tenant] = None
-        queue.append(item)
-        self._size += 1
+        self._lane(tenant).push(tenant, item)
 
     def pop(self) -> T:
-        """The next item in round-robin order; IndexError when empty."""
-        if not self._size:
-            raise IndexError("pop from an empty FairQueue")
-        turns = self._new if self._new else self._rotation
-        tenant, _ = turns.popitem(last=False)
-        queue = self._queues[tenant]
-        item = queue.popleft()
-        self._size -= 1
-        if queue:
-            self._rotation[tenant] = None  # its next item waits for every other tenant's
-        else:
-            del self._queues[tenant]
-        return item
+        """The next item in round-robin order, foreground first; IndexError when empty."""
+        if self._foreground.size:
+            return self._foreground.pop()
+        if self._background.size:
+            return self._background.pop()
+        raise IndexError("pop from an empty FairQueue")
 
     def heads(self) -> Iterator[T]:
         """The front item of every tenant (the oldest items of the queue are among them)."""
-        for queue in self._queues.values():
-            yield queue[0]
+        for lane in (self._foreground, self._background):
+            for queue in lane.queues.values():
+                yield queue[0]
 
     def tenant_size(self, tenant: Hashable) -> int:
-        queue = self._queues.get(tenant)
+        queue = self._lane(tenant).queues.get(tenant)
         return len(queue) if queue is not None else 0
 
 

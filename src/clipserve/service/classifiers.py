@@ -345,12 +345,19 @@ class ClassifierService:
             raise InvalidRequestError("classify takes images; use /v1/rank to compare texts", param="input")
 
     async def classify(
-        self, owner: str, classifier_id: str, images: list[InputItem], top_k: int | None
+        self,
+        owner: str,
+        classifier_id: str,
+        images: list[InputItem],
+        top_k: int | None,
+        *,
+        tenant: str | None = None,
     ) -> ClassifyResult:
-        """softmax(W x + b) per image, best first; only the images are encoded (and charged)."""
+        """softmax(W x + b) per image, best first; only the images are encoded (and charged). `tenant` is whose
+        turn in the model queues the images wait for (default the owner; a batch's background tenant)."""
         self.check_query(images, top_k)
         record = await self.get(owner, classifier_id)
-        embedded = await self._embeddings.embed(images, account=owner)
+        embedded = await self._embeddings.embed(images, account=tenant or owner)
         trained = record.trained
         logits = embedded.vectors.astype(np.float64) @ trained.weights.astype(np.float64).T
         scores = softmax(logits + trained.bias.astype(np.float64)).astype(np.float32)
