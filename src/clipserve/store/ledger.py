@@ -221,17 +221,7 @@ class LedgerStore:
             # share lock on the account, which would deadlock against an admit waiting for FOR UPDATE.
             lock_account(conn, charge.account_id)
             conn.execute(_DELETE_HOLD, {"charge_id": charge.charge_id})
-            conn.execute(
-                _INSERT_LEDGER,
-                {
-                    "account_id": charge.account_id, "key_id": charge.key_id, "kind": "charge",
-                    "amount_micros": -charge.cost_micros, "charge_id": charge.charge_id,
-                    "request_id": charge.request_id, "idempotency_key": charge.idempotency_key,
-                    "endpoint": charge.endpoint, "images": charge.images, "tokens": charge.tokens,
-                    "note": None, "created_at": now, "day": now.date(),
-                },
-            )  # fmt: skip
-            conn.execute(_CHARGE_ACCOUNT, {"account_id": charge.account_id, "cost": charge.cost_micros})
+            record_charge(conn, charge, now)
             if charge.idempotency_key is not None and charge.response is not None:
                 conn.execute(
                     update(idempotency)
@@ -418,6 +408,23 @@ class LedgerStore:
                 _INSERT_WINDOW,
                 {"key_id": request.key_id, "minute": minute, "requests": 1, "images": request.images},
             )
+
+
+def record_charge(conn: Connection, charge: Charge, now: datetime) -> None:
+    """Append the charge's ledger row and take its cost from the account's totals. The caller holds the account
+    lock (lock_account, first in its transaction) and commits; the ledger's unique charge_id refuses a second
+    charge with the same id. settle and the Batch API's answer_line both charge through this."""
+    conn.execute(
+        _INSERT_LEDGER,
+        {
+            "account_id": charge.account_id, "key_id": charge.key_id, "kind": "charge",
+            "amount_micros": -charge.cost_micros, "charge_id": charge.charge_id,
+            "request_id": charge.request_id, "idempotency_key": charge.idempotency_key,
+            "endpoint": charge.endpoint, "images": charge.images, "tokens": charge.tokens,
+            "note": None, "created_at": now, "day": now.date(),
+        },
+    )  # fmt: skip
+    conn.execute(_CHARGE_ACCOUNT, {"account_id": charge.account_id, "cost": charge.cost_micros})
 
 
 def _rate_limited(

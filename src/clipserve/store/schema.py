@@ -277,3 +277,71 @@ classifier_examples = Table(
     Column("label_index", Integer, nullable=False),
     Column("vector", LargeBinary, nullable=False),  # 512 little-endian float32
 )
+
+
+# The Batch API (issue 13). Files hold JSONL bytes in FileStorage (storage_key); the rows say who owns them.
+# A batch's input lines are copied into batch_lines when it is created, so its work never depends on the file
+# again; each line is claimed with a lease (claimed_by/claimed_until) and answered exactly once (`answered`,
+# guarded in the same transaction as the line's ledger charge). account_id is NULL in local mode (no auth).
+batch_files = Table(
+    "batch_files",
+    metadata,
+    Column("id", String(40), primary_key=True),  # "file-<24 hex>"
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=True),
+    Column("filename", String(255), nullable=False),
+    Column("purpose", String(32), nullable=False),  # batch | batch_output
+    Column("bytes", BigInteger, nullable=False),
+    Column("storage_key", String(255), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=True),
+    Index("ix_batch_files_account_created", "account_id", "created_at"),
+)
+
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", String(40), primary_key=True),  # "batch_<24 hex>"
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=True),
+    Column("key_id", Integer, ForeignKey("api_keys.id"), nullable=True),
+    Column("input_file_id", String(40), nullable=False),
+    Column("endpoint", String(64), nullable=False),
+    Column("completion_window", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("errors_json", Text, nullable=True),
+    Column("metadata_json", Text, nullable=True),
+    Column("output_file_id", String(40), nullable=True),
+    Column("error_file_id", String(40), nullable=True),
+    Column("total", Integer, nullable=False),
+    Column("completed", Integer, nullable=False),
+    Column("failed", Integer, nullable=False),
+    Column("finalize_to", String(16), nullable=True),  # completed | cancelled | expired, once decided
+    Column("finalizer", String(32), nullable=True),  # the instance writing the output files ...
+    Column("finalize_until", UtcDateTime(), nullable=True),  # ... until this lease runs out
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("in_progress_at", UtcDateTime(), nullable=True),
+    Column("expires_at", UtcDateTime(), nullable=False),
+    Column("finalizing_at", UtcDateTime(), nullable=True),
+    Column("completed_at", UtcDateTime(), nullable=True),
+    Column("failed_at", UtcDateTime(), nullable=True),
+    Column("expired_at", UtcDateTime(), nullable=True),
+    Column("cancelling_at", UtcDateTime(), nullable=True),
+    Column("cancelled_at", UtcDateTime(), nullable=True),
+    Index("ix_batches_account_created", "account_id", "created_at"),
+    Index("ix_batches_status", "status", "created_at"),
+)
+
+batch_lines = Table(
+    "batch_lines",
+    metadata,
+    Column("batch_id", String(40), ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True),
+    Column("line", Integer, primary_key=True),  # 1-based line number in the input file
+    Column("custom_id", String(512), nullable=False),
+    Column("body_json", Text, nullable=False),
+    Column("answered", Boolean, nullable=False),
+    Column("claimed_by", String(32), nullable=True),
+    Column("claimed_until", UtcDateTime(), nullable=True),
+    Column("status_code", Integer, nullable=True),  # None: no response (e.g. insufficient_quota)
+    Column("result_json", Text, nullable=True),  # the whole output line, as written to the output file
+    Column("answered_at", UtcDateTime(), nullable=True),
+    Index("ix_batch_lines_open", "batch_id", "answered", "claimed_until"),
+)
