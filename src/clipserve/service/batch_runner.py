@@ -1,0 +1,400 @@
+"""Runs the Batch API's lines in the background (issue 13): claim, run, answer and charge once, finalize.
+
+Every server process runs one BatchRunner. It leases a few unanswered lines of a batch at a time
+(BatchStore.claim_work: a claim is this instance's until its lease runs out, renewed while the lines run, so
+replicas share a batch and a killed replica's lines go back to the others), runs each line through the same
+code as the online endpoint (api/endpoint_calls.prepare_line, handed in as `LineCalls`) under the account's
+background tenant, so the model queues serve it only when no online request waits (runtime/fair_queue.py),
+and answers it with BatchStore.answer_line: the answer and its ledger charge (the batch price, endpoint
+"batch:/v1/...") in one transaction that refuses a line answered already or a batch no longer in progress.
+That transaction is what makes a line answered and charged exactly once, whatever kills a process: a line
+that ran but whose answer did not commit is run again by whoever claims it next, and charged then.
+
+Before a line runs, its account must have credit for the most it may cost (its bound at the batch price,
+plus the bounds of this process's other lines of that account still running); otherwise the line is answered
+with `insufficient_quota` (no response, no charge) and the batch goes on, so it completes with those lines in
+its error file. Lines of other processes are not counted, so replicas may take an account a few lines'
+worth below zero at most.
+
+A batch whose lines are all answered, that was cancelled, or that expired is finalized by one instance
+(BatchStore.claim_finalize, leased too): its answers become the output and error JSONL files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import secrets
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Any, Protocol, TypeVar
+
+from clipserve.errors import InsufficientQuotaError, ServiceOverloadedError
+from clipserve.runtime.fair_queue import background_tenant
+from clipserve.service.pricing import PriceTable, Usage, micros_to_dollars
+from clipserve.store.accounts import AccountStore
+from clipserve.store.batch_records import BatchRecord, LineClaim
+from clipserve.store.batches import BatchStore, line_charge_id
+from clipserve.store.ledger import Charge
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class AnswerLike(Protocol):
+    @property
+    def body(self) -> str: ...
+    @property
+    def usage(self) -> Usage: ...
+
+
+class PreparedLike(Protocol):
+    @property
+    def bound(self) -> Usage: ...
+    @property
+    def produce(self) -> Callable[[], Awaitable[AnswerLike]]: ...
+
+
+class OutputFiles(Protocol):
+    """Where a finalized batch's output and error files go (service/batch_files.py)."""
+
+    def write_output(self, batch: BatchRecord, kind: str, data: bytes) -> str | None:
+        """Store `data` as the batch's `kind` ("output" or "error") file; returns its file id."""
+        ...
+
+
+@dataclass(frozen=True)
+class LineCalls:
+    """The endpoint code a line runs through (the online routes' code) and how an error becomes its body."""
+
+    prepare: Callable[[str, dict[str, Any], str, str], Awaitable[PreparedLike]]
+    render_error: Callable[[Exception, str], tuple[int, dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    discount: Decimal  # the batch price is the online price times (1 - discount)
+    lease_s: float  # how long a claim is this instance's without a renewal
+    claim_lines: int  # lines claimed at once
+    lines_in_flight: int  # lines of this process running at once (what keeps the model's batches full)
+    poll_s: float  # how often an idle runner looks for work, expiries and batches to finalize
+    retries: int  # a line refused for the server's load (503, queue full) is retried this many times
+
+
+# Refusals that say "not now" about the server (503: a full queue, starting up, a full disk), not "no" about the
+# line: retried a few times, then left unanswered for a later claim.
+_TRANSIENT = (ServiceOverloadedError,)
+
+
+def batch_prices(prices: PriceTable, discount: Decimal) -> PriceTable:
+    """The online prices less the batch discount (one rounding, up to the next micro-dollar, per line)."""
+    keep = Decimal(1) - discount
+    return replace(
+        prices, per_1k_images=prices.per_1k_images * keep, per_1m_tokens=prices.per_1m_tokens * keep
+    )
+
+
+def output_line(claim: LineClaim, request_id: str, status: int | None, body: Any, error: Any = None) -> str:
+    """An output/error file line, OpenAI's shape."""
+    response = None if status is None else {"status_code": status, "request_id": request_id, "body": body}
+    return json.dumps(
+        {"id": f"batch_req_{secrets.token_hex(16)}", "custom_id": claim.custom_id, "response": response,
+         "error": error},
+        separators=(",", ":"),
+    )  # fmt: skip
+
+
+class BatchRunner:
+    def __init__(
+        self,
+        store: BatchStore,
+        accounts: AccountStore,
+        files: OutputFiles,
+        calls: LineCalls,
+        prices: PriceTable,
+        settings: RunnerSettings,
+        instance_id: str,
+        store_pool: Executor,
+    ) -> None:
+        self.store = store
+        self.accounts = accounts
+        self.files = files
+        self.calls = calls
+        self.prices = batch_prices(prices, settings.discount)
+        self.settings = settings
+        self.instance_id = instance_id
+        self._pool = store_pool
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(settings.lines_in_flight)
+        self._reserved: Counter[int] = Counter()  # per account: bounds of its lines running here
+        self._stopped_batches: set[str] = set()  # cancelled or expiring while its lines ran here
+        self._running: set[asyncio.Task[None]] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    # lifecycle
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="batch-runner")
+
+    async def stop(self) -> None:
+        """Stop claiming; lines running now are cancelled (unanswered: their lease gives them back)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def wake(self) -> None:
+        """Look for work now (a batch was created or cancelled here)."""
+        self._wake.set()
+
+    # the loop
+
+    async def _loop(self) -> None:
+        """Upkeep (expiries, finalizing) and claims: at most two claims at a time, one running while the next
+        waits for slots, so a process never holds more lines than it is about to run."""
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                found = False
+                claims = None
+                try:
+                    await self._store(self.store.expire_due)
+                    found = await self._finalize_one()
+                    if len(tasks) < 2:
+                        claims = await self._store(
+                            lambda: self.store.claim_work(
+                                self.instance_id, self.settings.lease_s, self.settings.claim_lines
+                            )
+                        )
+                except Exception:  # a database hiccup must not end the runner
+                    logger.exception("batch runner: store call failed; will retry")
+                if claims:
+                    found = True
+                    task = asyncio.create_task(self._run_claim(claims), name=f"batch-{claims[0].batch_id}")
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                if len(tasks) >= 2:
+                    await asyncio.wait(
+                        tasks, timeout=self.settings.poll_s, return_when=asyncio.FIRST_COMPLETED
+                    )
+                elif not found:
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.settings.poll_s):
+                            await self._wake.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _run_claim(self, claims: Sequence[LineClaim]) -> None:
+        """Run a claim's lines (as many at once as lines_in_flight allows), renewing the lease meanwhile."""
+        batch_id = claims[0].batch_id
+        pending = {claim.line for claim in claims}
+        renewing = asyncio.create_task(self._renew(claims[0], pending))
+        lines: list[asyncio.Task[None]] = []
+        try:
+            for claim in claims:
+                await self._slots.acquire()
+                if batch_id in self._stopped_batches:
+                    self._slots.release()
+                    break
+                task = asyncio.create_task(self._run_line(claim, pending), name=batch_id)
+                task.add_done_callback(lambda _: self._slots.release())
+                lines.append(task)
+            await asyncio.gather(*lines, return_exceptions=True)
+        finally:
+            for task in lines:
+                task.cancel()
+            await asyncio.gather(*lines, return_exceptions=True)
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
+            if pending:  # stopped (shutdown, cancel): give the lines back now instead of at the lease's end
+                left = sorted(pending)
+                with contextlib.suppress(Exception):
+                    await self._store(lambda: self.store.renew(self.instance_id, batch_id, left, 0.0))
+            self._wake.set()  # more lines, or a batch to finalize
+
+    async def _renew(self, first: LineClaim, pending: set[int]) -> None:
+        """Keep the claim while its lines run; stop them when the batch is no longer in progress."""
+        batch_id = first.batch_id
+        while pending:
+            await asyncio.sleep(self.settings.lease_s / 3)
+            try:
+                await self._store(
+                    lambda: self.store.renew(
+                        self.instance_id, batch_id, sorted(pending), self.settings.lease_s
+                    )
+                )
+                status = await self._store(lambda: self._status(first))
+            except Exception:
+                logger.exception("batch runner: renewing batch %s failed; will retry", batch_id)
+                continue
+            if status != "in_progress":
+                self._stop_batch(batch_id)
+
+    def _status(self, claim: LineClaim) -> str:
+        return self.store.get_batch(claim.account_id, claim.batch_id).status
+
+    def _stop_batch(self, batch_id: str) -> None:
+        """The batch was cancelled or is expiring: its lines running here stop now (unanswered, uncharged)."""
+        self._stopped_batches.add(batch_id)
+        for task in list(self._running):
+            if task.get_name() == batch_id:
+                task.cancel()
+
+    # one line
+
+    async def _run_line(self, claim: LineClaim, pending: set[int]) -> None:
+        """Answer one line; one that could not be answered stays in `pending`, given back when the claim ends."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._running.add(task)
+        try:
+            answered = await self._answer(claim)
+            pending.discard(claim.line)
+            if not answered:  # answered elsewhere, or the batch stopped: nothing more of it runs here
+                status = await self._store(lambda: self._status(claim))
+                if status != "in_progress":
+                    self._stop_batch(claim.batch_id)
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            logger.exception(
+                "batch %s line %d failed to run; left for a later claim", claim.batch_id, claim.line
+            )
+        finally:
+            self._running.discard(task)
+
+    async def _answer(self, claim: LineClaim) -> bool:
+        account = "local" if claim.account_id is None else f"account:{claim.account_id}"
+        request_id = f"req_{secrets.token_hex(16)}"
+        metered = claim.account_id is not None and claim.key_id is not None
+        reserved = 0
+        try:
+            for attempt in range(self.settings.retries + 1):
+                try:
+                    prepared = await self.calls.prepare(
+                        claim.url, json.loads(claim.body_json), account, background_tenant(account)
+                    )
+                    if metered:
+                        assert claim.account_id is not None
+                        if not reserved:
+                            reserved = self.prices.cost_micros(prepared.bound)
+                            await self._check_credit(claim.account_id, reserved)
+                            self._reserved[claim.account_id] += reserved
+                    answer = await prepared.produce()
+                    break
+                except _TRANSIENT:
+                    if attempt == self.settings.retries:
+                        raise
+                    await asyncio.sleep(min(2.0**attempt, self.settings.lease_s / 3))
+        except InsufficientQuotaError as exc:
+            error = {"code": "insufficient_quota", "message": exc.message}
+            return await self._commit(claim, output_line(claim, request_id, None, None, error), None, None)
+        except _TRANSIENT:
+            raise  # not the line's fault: left unanswered, for a later claim
+        except Exception as exc:  # noqa: BLE001 - the line gets what the online request would get
+            status, body = self.calls.render_error(exc, request_id)
+            return await self._commit(claim, output_line(claim, request_id, status, body), status, None)
+        finally:
+            if reserved:
+                assert claim.account_id is not None
+                self._reserved[claim.account_id] -= reserved
+                if self._reserved[claim.account_id] <= 0:
+                    del self._reserved[claim.account_id]
+        charge = None
+        if metered:
+            assert claim.account_id is not None
+            assert claim.key_id is not None
+            charge = Charge(
+                charge_id=line_charge_id(claim.batch_id, claim.line),
+                request_id=request_id,
+                account_id=claim.account_id,
+                key_id=claim.key_id,
+                endpoint=f"batch:{claim.url}",
+                images=answer.usage.images,
+                tokens=self.prices.billable_tokens(answer.usage),
+                cost_micros=self.prices.cost_micros(answer.usage),
+            )
+        line = output_line(claim, request_id, 200, json.loads(answer.body))
+        return await self._commit(claim, line, 200, charge)
+
+    async def _check_credit(self, account_id: int, bound_micros: int) -> None:
+        balance = (await self._store(lambda: self.accounts.get_account(account_id))).balance_micros
+        available = balance - self._reserved[account_id]
+        if available <= 0 or available < bound_micros:
+            raise InsufficientQuotaError(
+                "You exceeded your current quota: this request may cost up to "
+                f"${micros_to_dollars(bound_micros)} at the batch price and the account has "
+                f"${micros_to_dollars(max(0, available))} available. Add credit to continue."
+            )
+
+    async def _commit(self, claim: LineClaim, line: str, status: int | None, charge: Charge | None) -> bool:
+        """answer_line, finished even if this task is cancelled meanwhile (the answer and charge are one
+        transaction: it commits or not, and a cancel must not leave us unsure which)."""
+        call = lambda: self.store.answer_line(claim.batch_id, claim.line, line, status, charge)  # noqa: E731
+        future = asyncio.get_running_loop().run_in_executor(self._pool, call)
+        cancelled = False
+        while not future.done():
+            try:
+                await asyncio.wait((future,))
+            except asyncio.CancelledError:
+                cancelled = True
+        if cancelled:
+            raise asyncio.CancelledError
+        return future.result()
+
+    # finalizing
+
+    async def _finalize_one(self) -> bool:
+        batch = await self._store(lambda: self.store.claim_finalize(self.instance_id, self.settings.lease_s))
+        if batch is None:
+            return False
+        self._stop_batch(batch.id)
+        try:
+            output, errors = await self._store(lambda: self._files_of(batch))
+            finalized = await self._store(
+                lambda: self.store.finalize(batch.id, output, errors, batch.finalize_to or "completed")
+            )
+            logger.info("batch %s finalized (%s): %s", batch.id, batch.finalize_to, finalized)
+        except Exception:  # the finalize lease runs out and it is tried again
+            logger.exception("batch %s: finalizing failed; will retry", batch.id)
+        return True
+
+    def _files_of(self, batch: BatchRecord) -> tuple[str | None, str | None]:
+        output: list[str] = []
+        errors: list[str] = []
+        after = 0
+        while True:
+            page = self.store.answers(batch.id, after_line=after)
+            if not page:
+                break
+            for answer in page:
+                (output if answer.succeeded else errors).append(answer.result_json)
+            after = page[-1].line
+        return (
+            self.files.write_output(batch, "output", _jsonl(output)) if output else None,
+            self.files.write_output(batch, "error", _jsonl(errors)) if errors else None,
+        )
+
+    async def _store(self, call: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
+
+def _jsonl(lines: list[str]) -> bytes:
+    return "".join(f"{line}\n" for line in lines).encode()
+
+
+def output_file_id(batch_id: str, kind: str) -> str:
+    """The id of a batch's output or error file: the same on every try, so a finalize that is redone after a
+    crash replaces its file instead of leaving a second one."""
+    return f"file-{hashlib.sha256(f'{batch_id}:{kind}'.encode()).hexdigest()[:24]}"
