@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clipserve.model_card import DEFAULT_WEIGHTS
@@ -607,6 +607,87 @@ class Settings(BaseSettings):
         "tests or tiny machines.",
     )
 
+    # batch API (issue 13): files and batches (docs/batch.md)
+    batch_files_dir: str | None = Field(
+        default=None,
+        description="Where Batch API files live (default: DATA_DIR/files): a directory, or an fsspec URL such "
+        "as s3://bucket/prefix (with that fsspec package installed) that every replica can reach.",
+    )
+    max_batch_file_bytes: int = Field(
+        default=200 * 1024 * 1024,
+        ge=1024,
+        le=64 * 1024**3,
+        description="Largest file uploaded to /v1/files (OpenAI: 200 MB): bounds the disk one upload takes.",
+    )
+    max_batch_requests: int = Field(
+        default=50_000,
+        ge=1,
+        le=10_000_000,
+        description="Request lines per batch input file (OpenAI: 50,000): bounds one batch's rows and work.",
+    )
+    batch_file_retention_s: float | None = Field(
+        default=30 * 24 * 3600.0,
+        gt=0,
+        description="How long uploaded and output files are kept before they are deleted (30 days); 0 keeps "
+        "them until deleted.",
+    )
+    batch_window_s: float = Field(
+        default=24 * 3600.0,
+        gt=0,
+        le=7 * 24 * 3600.0,
+        description="How long a batch's completion_window '24h' lasts before it expires with partial results.",
+    )
+    max_batch_errors_reported: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="Line errors kept on a batch that fails validation (the first ones, by line): bounds "
+        "the batch object's size.",
+    )
+
+    # batch API execution (issue 13, engineer B): how batch lines run (docs/batch.md)
+    batch_discount: Decimal = Field(
+        default=Decimal("0.5"),
+        ge=0,
+        le=1,
+        description="Fraction taken off the online price for batch lines (0.5: half price, as OpenAI's Batch "
+        "API), the price of work that runs only on idle capacity.",
+    )
+    batch_lease_s: float = Field(
+        default=60.0,
+        ge=1,
+        le=3600,
+        description="How long a replica's claim on batch lines lasts without renewal (renewed every third of "
+        "it while they run): how soon a killed replica's lines are run by another.",
+    )
+    batch_claim_lines: int = Field(
+        default=64,
+        ge=1,
+        le=10_000,
+        description="Batch lines one claim takes at a time (a replica holds at most a few claims).",
+    )
+    batch_lines_in_flight: int = Field(
+        default=32,
+        ge=1,
+        le=10_000,
+        description="Batch lines a process runs at once: enough to keep the model's batches full; their items "
+        "wait in the queues' background lane, behind every online request.",
+    )
+    batch_poll_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=600,
+        description="How often an idle process looks for batch work, expiries and batches to finalize.",
+    )
+
+    @field_validator("batch_file_retention_s", mode="before")
+    @classmethod
+    def _zero_retention_keeps_files(cls, value: object) -> object:
+        """0 (or an empty value) from a flag or env var means no retention limit (None)."""
+        if isinstance(value, str) and value.strip().lower() in ("", "0", "0.0", "none"):
+            return None
+        return None if value == 0 else value
+
     @model_validator(mode="after")
     def _queue_holds_a_full_request(self) -> Settings:
         if self.max_queue_items < self.max_items_per_request:
@@ -686,6 +767,11 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'clipserve.db'}"
+
+    @property
+    def resolved_batch_files_dir(self) -> str:
+        """Where Batch API files live: batch_files_dir (a path or an fsspec URL), else DATA_DIR/files."""
+        return self.batch_files_dir or str(self.data_dir / "files")
 
     @property
     def resolved_model_cache_dir(self) -> Path:

@@ -50,6 +50,10 @@ DESCRIBED: dict[str, tuple[str, Callable[[Settings], bool]]] = {
     "trusted_proxies": ("none", lambda s: s.trusted_proxies == []),
     "cors_allowed_origins": ("none", lambda s: s.cors_allowed_origins == []),
     "vector_url": ("embedded", lambda s: s.vector_url is None),
+    "batch_files_dir": (
+        "`DATA_DIR/files`",
+        lambda s: s.batch_files_dir is None and s.resolved_batch_files_dir == str(s.data_dir / "files"),
+    ),
 }
 # Flags a row names without stating their default.
 UNSTATED = {"vector_token"}

@@ -20,10 +20,12 @@ from clipserve.api import (
     routes_account,
     routes_account_keys,
     routes_admin,
+    routes_batches,
     routes_classifiers,
     routes_classify,
     routes_collections,
     routes_embeddings,
+    routes_files,
     routes_hf,
     routes_models,
     routes_ops,
@@ -31,6 +33,7 @@ from clipserve.api import (
     routes_rerank,
 )
 from clipserve.api.api_docs import install_api_docs
+from clipserve.api.batch_execution import running_batches
 from clipserve.api.cors import install_cors
 from clipserve.api.dependencies import AppContext
 from clipserve.api.errors import install_error_handlers
@@ -46,6 +49,7 @@ from clipserve.runtime.fetch import ImageFetcher
 from clipserve.runtime.heap import freeze_long_lived, unfreeze
 from clipserve.runtime.model import ClipRuntime
 from clipserve.service.auth import Authenticator
+from clipserve.service.batch_files import FileStorage
 from clipserve.service.classifiers import ClassifierLimits, ClassifierService
 from clipserve.service.classify import ClassificationService, ClassifyLimits
 from clipserve.service.client_address import trusted_proxy_hosts
@@ -62,6 +66,7 @@ from clipserve.service.rank import RankService
 from clipserve.service.signin_throttle import SigninThrottle, ThrottleLimits
 from clipserve.service.web_accounts import SignupPolicy, WebAccounts
 from clipserve.store.accounts import AccountStore
+from clipserve.store.batches import BatchStore
 from clipserve.store.classifiers import ClassifierStore
 from clipserve.store.collections import CollectionCatalogue
 from clipserve.store.database import Database
@@ -102,7 +107,11 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         context.body_parser = JsonBodyParser.from_settings(settings)
         try:
-            async with _open_accounts(context, password_hasher), _running_services(context):
+            async with (
+                _open_accounts(context, password_hasher),
+                _running_services(context),
+                running_batches(context),  # stopped first: its lines leave the model queues before they drain
+            ):
                 yield
         finally:
             context.body_parser.close()
@@ -120,6 +129,7 @@ def create_app(
     for module in (
         routes_embeddings, routes_classify, routes_rank, routes_collections, routes_models, routes_ops,
         routes_account, routes_admin, routes_rerank, routes_hf, routes_account_keys, routes_classifiers,
+        routes_files, routes_batches,
     ):  # fmt: skip
         app.include_router(module.router)
     # /embeddings, /models: Infinity's clients call the root (/rerank is routes_rerank's own shape)
@@ -137,6 +147,7 @@ def create_app(
         RequestContextMiddleware,
         metrics=context.metrics,
         max_body_bytes=settings.max_request_bytes,
+        larger_bodies={"/v1/files": routes_files.upload_body_limit(settings)},
         extra_headers=[RANDOM_WEIGHTS_HEADER] if runtime.weights.is_random else [],
     )
     if settings.trusted_proxies:  # X-Forwarded-For names the client only when a configured proxy sent it
@@ -164,6 +175,7 @@ async def _open_accounts(
         database, timeouts=LedgerTimeouts(settings.credit_hold_s, settings.idempotency_ttl_s)
     )
     context.database, context.accounts, context.ledger = database, accounts, ledger
+    context.batches, context.batch_files = BatchStore(database), FileStorage.from_settings(settings)
     context.authenticator = Authenticator(accounts, pool, settings.auth)
     context.meter = Meter(
         ledger,

@@ -16,6 +16,8 @@ from clipserve.errors import ServiceUnavailableError
 from clipserve.metrics import ServiceMetrics
 from clipserve.runtime.model import ClipRuntime
 from clipserve.service.auth import Authenticator
+from clipserve.service.batch_files import FileStorage
+from clipserve.service.batch_runner import BatchRunner
 from clipserve.service.classifiers import ClassifierService
 from clipserve.service.classify import ClassificationService
 from clipserve.service.collections import CollectionService
@@ -26,6 +28,7 @@ from clipserve.service.metering import Meter
 from clipserve.service.rank import RankService
 from clipserve.service.web_accounts import WebAccounts
 from clipserve.store.accounts import AccountStore
+from clipserve.store.batches import BatchStore
 from clipserve.store.database import Database
 from clipserve.store.ledger import LedgerStore
 from clipserve.vectors.base import VectorStore
@@ -59,6 +62,9 @@ class AppContext:
     body_parser: JsonBodyParser | None = None  # large JSON bodies (api/bodies.py)
     web_accounts: WebAccounts | None = None  # web logins and sessions (issue 12)
     classifiers: ClassifierService | None = None  # custom classifiers (issue 15)
+    batches: BatchStore | None = None  # the Batch API's files and batches (issue 13)
+    batch_files: FileStorage | None = None  # their bytes
+    batch_runner: BatchRunner | None = None  # runs the Batch API's lines (issue 13; wake() after a change)
     ready: bool = False
     started_at: int = field(default=0)
 

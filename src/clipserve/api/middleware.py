@@ -7,7 +7,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -28,10 +28,12 @@ class RequestContextMiddleware:
         metrics: ServiceMetrics,
         max_body_bytes: int,
         extra_headers: Sequence[tuple[str, str]] = (),
+        larger_bodies: Mapping[str, int] | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.larger_bodies = dict(larger_bodies or {})  # path -> its own cap (file uploads)
         self.extra_headers = list(extra_headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -60,18 +62,19 @@ class RequestContextMiddleware:
                     out[name] = value
             await send(message)
 
+        limit = self.larger_bodies.get(scope["path"], self.max_body_bytes)
         try:
             declared = headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            if declared is not None and declared.isdigit() and int(declared) > limit:
                 too_large = error_response(
                     413,
-                    f"request body is {declared} bytes; the limit is {self.max_body_bytes}",
+                    f"request body is {declared} bytes; the limit is {limit}",
                     "invalid_request_error",
                     code="request_too_large",
                 )
                 await too_large(scope, receive, send_with_headers)
                 return
-            await self.app(scope, self._capped(receive), send_with_headers)
+            await self.app(scope, self._capped(receive, limit), send_with_headers)
         except asyncio.CancelledError:
             # The server cancels what still runs when the graceful-shutdown period ends: say so (503,
             # retry elsewhere or later) instead of the server's bare 500. The task ends here either way.
@@ -90,10 +93,9 @@ class RequestContextMiddleware:
             self.metrics.requests.labels(endpoint, scope["method"], str(status)).inc()
             self.metrics.request_seconds.labels(endpoint).observe(time.perf_counter() - started)
 
-    def _capped(self, receive: Receive) -> Receive:
+    def _capped(self, receive: Receive, limit: int) -> Receive:
         """A receive that fails once a chunked body grows past the cap."""
         seen = 0
-        limit = self.max_body_bytes
 
         async def capped_receive() -> Message:
             nonlocal seen
