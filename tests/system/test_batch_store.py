@@ -7,11 +7,13 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from clipserve.errors import ConflictError, InvalidRequestError, NotFoundError
+from clipserve.service.batch_files import FileStorage, delete_expired_files
 from clipserve.store.accounts import AccountStore
 from clipserve.store.batch_records import LineError, NewLine
 from clipserve.store.batches import BatchStore, line_charge_id
@@ -284,3 +286,20 @@ def test_a_batch_past_its_window_expires_with_its_partial_results(
     done = store.get_batch(None, batch_id)
     assert (done.status, done.expired_at, done.completed) == ("expired", clock(), 1)
     assert [a.line for a in store.answers(batch_id)] == [1]
+
+
+def test_files_past_their_retention_are_deleted_bytes_and_row(
+    store: BatchStore, clock: FakeClock, tmp_path: Path
+) -> None:
+    storage = FileStorage(str(tmp_path / "files"))
+    for name, keep_s in (("file-old", 10), ("file-new", 100), ("file-forever", None)):
+        storage.write_bytes(name, b"{}\n")
+        expires = None if keep_s is None else clock() + timedelta(seconds=keep_s)
+        store.create_file(None, f"{name}.jsonl", "batch", 3, name, expires_at=expires, file_id=name)
+    clock.advance(50)
+    assert delete_expired_files(store, storage) == 1
+    assert sorted(f.id for f in store.list_files(None, None, 10).items) == ["file-forever", "file-new"]
+    assert sorted(p.name for p in (tmp_path / "files").iterdir()) == ["file-forever", "file-new"]
+    clock.advance(1000)
+    assert delete_expired_files(store, storage) == 1
+    assert [f.id for f in store.list_files(None, None, 10).items] == ["file-forever"]

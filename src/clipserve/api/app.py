@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
@@ -49,7 +49,7 @@ from clipserve.runtime.fetch import ImageFetcher
 from clipserve.runtime.heap import freeze_long_lived, unfreeze
 from clipserve.runtime.model import ClipRuntime
 from clipserve.service.auth import Authenticator
-from clipserve.service.batch_files import FileStorage
+from clipserve.service.batch_files import FileStorage, delete_expired_files
 from clipserve.service.classifiers import ClassifierLimits, ClassifierService
 from clipserve.service.classify import ClassificationService, ClassifyLimits
 from clipserve.service.client_address import trusted_proxy_hosts
@@ -206,7 +206,10 @@ async def _open_accounts(
     context.store_pool = pool
     context.vector_pool = ThreadPoolExecutor(4, thread_name_prefix="clipserve-vectors")
     upkeep_thread = ThreadPoolExecutor(1, thread_name_prefix="clipserve-upkeep")
-    upkeep = asyncio.create_task(_ledger_upkeep(ledger, upkeep_thread))
+    batches, batch_files = context.batches, context.batch_files
+    upkeep = asyncio.create_task(
+        _ledger_upkeep(ledger, upkeep_thread, [lambda: delete_expired_files(batches, batch_files)])
+    )
     try:
         yield
     finally:
@@ -269,15 +272,18 @@ def open_vector_store(settings: Settings, database: Database) -> VectorStore:
     return EmbeddedVectorStore(database, AnnSettings(exact_max_items=settings.exact_search_max_items))
 
 
-async def _ledger_upkeep(ledger: LedgerStore, pool: ThreadPoolExecutor) -> None:
-    """Heartbeat (so this process's credit holds keep counting) and purge what has expired."""
+async def _ledger_upkeep(
+    ledger: LedgerStore, pool: ThreadPoolExecutor, purges: Sequence[Callable[[], object]] = ()
+) -> None:
+    """Heartbeat (so this process's credit holds keep counting) and purge what has expired (`purges` too)."""
     loop = asyncio.get_running_loop()
     last_purge = float("-inf")
     while True:
         try:
             await loop.run_in_executor(pool, ledger.heartbeat)
             if time.monotonic() - last_purge >= PURGE_INTERVAL_S:
-                await loop.run_in_executor(pool, ledger.purge_expired)
+                for purge in (ledger.purge_expired, *purges):
+                    await loop.run_in_executor(pool, purge)
                 last_purge = time.monotonic()
         except SQLAlchemyError:
             logger.exception("ledger upkeep failed (database unreachable?); will retry")

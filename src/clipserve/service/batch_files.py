@@ -9,22 +9,26 @@ atomic. Replicas must share the location: a shared path, or an object store URL.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, BinaryIO
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from clipserve.errors import InvalidRequestError, RequestTooLargeError
+from clipserve.errors import InvalidRequestError, NotFoundError, RequestTooLargeError
 from clipserve.service.batch_validation import RequestLineCounter
+from clipserve.store.batches import BatchStore
 
 if TYPE_CHECKING:
     from clipserve.config import Settings
 
+logger = logging.getLogger(__name__)
 _KEY = re.compile(r"[A-Za-z0-9_.\-]{1,200}")
 READ_CHUNK = 1024 * 1024
 
@@ -130,6 +134,22 @@ def _too_many(limits: UploadLimits) -> InvalidRequestError:
         f"the file has more than {limits.max_requests} request lines, this server's limit per batch",
         param="file", code="too_many_requests",
     )  # fmt: skip
+
+
+def delete_expired_files(store: BatchStore, storage: FileStorage, now: datetime | None = None) -> int:
+    """Delete the files past their retention: bytes first, then the row (a crash between leaves a row whose
+    next sweep finishes it, never bytes nobody can find). Returns how many rows went."""
+    deleted = 0
+    for record in store.expired_files(now):
+        try:
+            storage.delete(record.storage_key)
+        except OSError:
+            logger.exception("could not delete the bytes of expired file %s; will retry", record.id)
+            continue
+        with contextlib.suppress(NotFoundError):  # deleted meanwhile by its owner
+            store.delete_file(record.account_id, record.id)
+            deleted += 1
+    return deleted
 
 
 def _copy(chunks: Iterable[bytes], out: BinaryIO) -> int:
