@@ -240,11 +240,14 @@ def _finish(http: httpx.Client, batch: dict[str, Any], output: Path, errors: Pat
         elif target.exists():  # an earlier run's file would read as this batch's
             target.unlink()
     counts = batch["request_counts"]
-    print(
-        f"batch {batch['id']} {batch['status']}: {counts['completed']} of {counts['total']} requests succeeded, "
-        f"{counts['failed']} failed",
-        file=sys.stderr,
-    )
+    if batch["status"] == "failed":
+        print(f"batch {batch['id']} failed: the input did not pass validation; nothing ran", file=sys.stderr)
+    else:
+        print(
+            f"batch {batch['id']} {batch['status']}: {counts['completed']} of {counts['total']} requests "
+            f"succeeded, {counts['failed']} failed",
+            file=sys.stderr,
+        )
     for error in (batch.get("errors") or {}).get("data") or []:
         where = f"line {error['line']}: " if error.get("line") is not None else ""
         print(f"  {where}{error.get('code')}: {error.get('message')}", file=sys.stderr)
