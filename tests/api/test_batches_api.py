@@ -4,7 +4,9 @@ charges nothing, and the limits are clear 4xx answers in the OpenAI error shape.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -240,3 +242,63 @@ async def test_limits_are_clear_openai_errors(tiny_runtime: Any, tmp_path: Path)
         listing = await raw.get("/batches", params={"limit": 101})
         assert listing.status_code == 400
         assert listing.json()["error"]["type"] == "invalid_request_error"
+
+
+async def test_end_to_end_with_the_openai_client_every_line_is_the_online_answer(
+    tiny_runtime: Any, tmp_path: Path
+) -> None:
+    """Upload, create, poll, download the output and error files: each custom_id answered once, with the
+    online endpoint's status and body for the same request (vectors to 1e-5: batches group items differently)."""
+    bodies = {
+        "ok-1": {"input": ["a photo of a cat", "a dog"]},
+        "ok-2": {"input": "a red car"},
+        "bad-dims": {"input": ["x"], "dimensions": 3},
+    }
+    async with _clients(tiny_runtime, tmp_path, batch_poll_s=0.05) as (alice, _, raw):
+        uploaded = await alice.files.create(
+            file=("in.jsonl", _jsonl([_line(cid, body) for cid, body in bodies.items()])), purpose="batch"
+        )
+        # "bad-dims" fails validation up front, so the batch runs only the good lines
+        batch = await alice.batches.create(
+            input_file_id=uploaded.id, endpoint="/v1/embeddings", completion_window="24h"
+        )
+        assert batch.status == "failed"
+        good = _jsonl([_line(cid, body) for cid, body in bodies.items() if cid.startswith("ok")])
+        uploaded = await alice.files.create(file=("good.jsonl", good), purpose="batch")
+        batch = await alice.batches.create(
+            input_file_id=uploaded.id, endpoint="/v1/embeddings", completion_window="24h"
+        )
+        deadline = time.monotonic() + 120
+        while batch.status not in ("completed", "failed", "expired", "cancelled"):
+            assert time.monotonic() < deadline, batch
+            await asyncio.sleep(0.05)
+            batch = await alice.batches.retrieve(batch.id)
+        assert batch.status == "completed"
+        assert batch.request_counts is not None
+        assert (batch.request_counts.total, batch.request_counts.completed, batch.request_counts.failed) == (
+            2,
+            2,
+            0,
+        )
+        assert batch.output_file_id is not None
+        output = (await alice.files.content(batch.output_file_id)).content.decode()
+        answers = [json.loads(line) for line in output.splitlines()]
+        assert sorted(a["custom_id"] for a in answers) == ["ok-1", "ok-2"]
+        for answer in answers:
+            online = await raw.post("/embeddings", json=bodies[answer["custom_id"]])
+            assert answer["error"] is None
+            assert answer["response"]["status_code"] == online.status_code == 200
+            got, want = answer["response"]["body"], online.json()
+            assert got["usage"] == want["usage"]
+            assert [d["index"] for d in got["data"]] == [d["index"] for d in want["data"]]
+            for mine, theirs in zip(got["data"], want["data"], strict=True):
+                assert mine["embedding"] == pytest.approx(theirs["embedding"], abs=1e-5)
+    database = _database(tmp_path)
+    with database.read() as conn:
+        endpoints = conn.execute(
+            select(ledger.c.endpoint, func.count())
+            .where(ledger.c.kind == "charge")
+            .group_by(ledger.c.endpoint)
+        ).all()
+    database.close()
+    assert dict(endpoints) == {"batch:/v1/embeddings": 2, "/v1/embeddings": 2}
