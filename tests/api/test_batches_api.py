@@ -239,6 +239,10 @@ async def test_limits_are_clear_openai_errors(tiny_runtime: Any, tmp_path: Path)
             answer = await raw.post(path, content=b"x" * 10, headers={"content-length": str(declared)})
             assert answer.status_code == 413
             assert set(answer.json()["error"]) == {"message", "type", "param", "code"}
+        for path in ("/files", "/batches"):  # no key: 401 (before an upload's body is read)
+            anonymous = await raw.post(path, content=b"x", headers={"Authorization": "Bearer nope"})
+            assert anonymous.status_code == 401
+            assert anonymous.json()["error"]["type"] == "invalid_request_error"
         listing = await raw.get("/batches", params={"limit": 101})
         assert listing.status_code == 400
         assert listing.json()["error"]["type"] == "invalid_request_error"
