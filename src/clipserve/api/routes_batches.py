@@ -3,6 +3,7 @@ run in the background (service/batch_runner.py); another account's batch is a 40
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from datetime import timedelta
@@ -56,6 +57,7 @@ async def create_batch(
     if parser is None:
         raise ServiceUnavailableError("the service is starting up; retry shortly")
     request_id = str(request.state.request_id)
+    inline_bytes = parser.inline_bytes
 
     def chunks() -> Iterator[bytes]:
         try:
@@ -68,9 +70,9 @@ async def create_batch(
     async def check_body(line: NewLine) -> LineError | None:
         """The online endpoint's own checks of this body (prepare only: nothing runs, nothing is charged)."""
         try:
-            await prepare_line(
-                context, body.endpoint, json.loads(line.body_json), caller.account, caller.account
-            )
+            raw = line.body_json  # a large body is parsed off the event loop, as the online route's is
+            parsed = json.loads(raw) if len(raw) <= inline_bytes else await asyncio.to_thread(json.loads, raw)
+            await prepare_line(context, body.endpoint, parsed, caller.account, caller.account)
         except (ClipserveError, RequestValidationError) as exc:
             error = error_answer(exc, request_id)[1]["error"]
             return LineError(
