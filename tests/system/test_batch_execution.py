@@ -226,11 +226,13 @@ def test_two_replicas_share_a_batch_and_a_killed_ones_claims_go_to_the_other(
     files_dir = tmp_path / "files"
     options = ("--batch-lines-in-flight", "2", "--batch-claim-lines", "3")
     try:
-        total = 60
-        batch = _create_batch(db, account_id, _key_id(db, account_id), [_image_body(i) for i in range(total)])
+        total = 300
         survivor = _serve(tmp_path / "a", database_url, files_dir, *options)
         victim = _serve(tmp_path / "b", database_url, files_dir, *options)
-        try:
+        try:  # both are up before the batch exists: neither can finish it alone before the other starts
+            batch = _create_batch(
+                db, account_id, _key_id(db, account_id), [_image_body(i) for i in range(total)]
+            )
             ids = {_instance_of(db, survivor): "survivor", _instance_of(db, victim): "victim"}
             victim_id = next(i for i, name in ids.items() if name == "victim")
 
