@@ -53,6 +53,16 @@ def test_an_fsspec_url_stores_like_a_directory() -> None:
     storage.write_bytes("file-a", data)
     assert storage.size("file-a") == len(data)
     assert b"".join(storage.read_chunks("file-a", chunk_bytes=777)) == data
+
+    def broken() -> Iterator[bytes]:
+        yield b"partial"
+        raise RequestTooLargeError("too large")
+
+    for key in ("file-a", "file-b"):  # a failed rewrite keeps the old bytes; a failed write leaves nothing
+        with pytest.raises(RequestTooLargeError):
+            storage.write_stream(key, broken())
+    assert storage.read_bytes("file-a") == data
+    assert storage.fs.ls(storage.path, detail=False) == [f"{storage.path}/file-a"]
     storage.delete("file-a")
     with pytest.raises(FileNotFoundError):
         storage.read_bytes("file-a")

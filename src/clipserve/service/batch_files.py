@@ -1,9 +1,9 @@
 """Where the Batch API's file bytes live: a directory (default DATA_DIR/files) or any fsspec URL.
 
 A local file is written under a temporary name, fsynced, then renamed into place (and the directory fsynced),
-so a reader never sees half a file and a crash leaves at most a stray temporary. Any other fsspec filesystem
-(`s3://bucket/prefix` with s3fs installed, `gcs://...`) is written with its own put, which object stores make
-atomic. Replicas must share the location: a shared path, or an object store URL.
+so a reader never sees half a file and a crash leaves at most a stray temporary. A URL (`s3://bucket/prefix`
+with s3fs installed, `gs://...`) goes through fsspec: written under a temporary key, then moved into place.
+Replicas must share the location: a shared path, or an object store URL.
 """
 
 from __future__ import annotations
@@ -16,10 +16,7 @@ import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, BinaryIO
-
-import fsspec
-from fsspec.implementations.local import LocalFileSystem
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from clipserve.errors import InvalidRequestError, NotFoundError, RequestTooLargeError
 from clipserve.service.batch_validation import RequestLineCounter
@@ -34,16 +31,26 @@ READ_CHUNK = 1024 * 1024
 
 
 class FileStorage:
-    """Bytes of files by key (a file id): write, read in chunks, delete."""
+    """Bytes of files by key (a file id): write, read in chunks, delete. A plain path needs nothing more; a URL
+    needs fsspec (the `batch` extra) and its filesystem's package."""
 
     def __init__(self, root: str) -> None:
         self.root = root
-        fs, path = fsspec.core.url_to_fs(root)
-        self.fs: fsspec.AbstractFileSystem = fs
-        self.path: str = str(path).rstrip("/")
-        self.local = isinstance(fs, LocalFileSystem)
+        self.local = "://" not in root or root.startswith("file://")
+        self.fs: Any = None
         if self.local:
+            self.path = root.removeprefix("file://").rstrip("/") or "/"
             os.makedirs(self.path, exist_ok=True)
+            return
+        try:
+            import fsspec
+        except ImportError as exc:
+            raise RuntimeError(
+                f"batch_files_dir {root!r} is a URL: install fsspec (pip install 'clipserve[batch]') and the "
+                "package of its filesystem (s3fs for s3://, gcsfs for gs://, adlfs for az://)"
+            ) from exc
+        self.fs, path = fsspec.core.url_to_fs(root)
+        self.path = str(path).rstrip("/")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FileStorage:
@@ -60,29 +67,33 @@ class FileStorage:
         return key
 
     def write_stream(self, key: str, chunks: Iterable[bytes]) -> int:
-        """Store the chunks under `key`, all or nothing (an exception from `chunks` leaves nothing behind);
+        """Store the chunks under `key`, all or nothing (an exception from `chunks` leaves the key as it was);
         returns the bytes written."""
         target = self._where(key)
-        if not self.local:
-            with self.fs.open(target, "wb") as out:
-                return _copy(chunks, out)
         temporary = f"{self.path}/.{key}.{secrets.token_hex(4)}.tmp"
         try:
-            with open(temporary, "wb") as out:
-                size = _copy(chunks, out)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temporary, target)
+            if self.local:
+                with open(temporary, "wb") as out:
+                    size = _copy(chunks, out)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(temporary, target)
+            else:
+                with self.fs.open(temporary, "wb") as out:
+                    size = _copy(chunks, out)
+                self.fs.mv(temporary, target)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
+                self._remove(temporary)
             raise
-        _fsync_directory(self.path)
+        if self.local:
+            _fsync_directory(self.path)
         return size
 
     def read_chunks(self, key: str, chunk_bytes: int = READ_CHUNK) -> Iterator[bytes]:
         """The stored bytes, chunk by chunk (FileNotFoundError if they are gone)."""
-        with self.fs.open(self._where(key), "rb") as source:
+        where = self._where(key)
+        with open(where, "rb") if self.local else self.fs.open(where, "rb") as source:
             while chunk := source.read(chunk_bytes):
                 yield chunk
 
@@ -90,12 +101,19 @@ class FileStorage:
         return b"".join(self.read_chunks(key))
 
     def size(self, key: str) -> int:
-        return int(self.fs.size(self._where(key)))
+        where = self._where(key)
+        return os.path.getsize(where) if self.local else int(self.fs.size(where))
 
     def delete(self, key: str) -> None:
         """Forget the bytes; a key already gone is fine (a delete repeated after a crash)."""
         with contextlib.suppress(FileNotFoundError):
-            self.fs.rm_file(self._where(key))
+            self._remove(self._where(key))
+
+    def _remove(self, where: str) -> None:
+        if self.local:
+            os.unlink(where)
+        else:
+            self.fs.rm_file(where)
 
 
 @dataclass(frozen=True)
