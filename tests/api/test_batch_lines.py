@@ -166,3 +166,40 @@ async def test_every_output_line_equals_the_online_answer_for_the_same_body(
             assert compared == 6  # two successful lines per endpoint
     finally:
         db.close()
+
+
+async def test_batch_lines_wait_in_the_background_lane_of_the_model_queue(
+    tiny_runtime: Any, tmp_path: Path
+) -> None:
+    """While the model thread is busy, a batch's images are queued under the account's background tenant
+    (served only when no online request has items: runtime/fair_queue.py), not under the account itself."""
+    import threading
+
+    from clipserve.runtime.fair_queue import background_tenant
+
+    create_key(tmp_path, credit="10")
+    db = Database(f"sqlite:///{tmp_path / 'clipserve.db'}")
+    gate = threading.Event()
+    try:
+        async with running_app(tiny_runtime, tmp_path, batch_poll_s=0.05) as (_client, app):
+            context = app.state.context
+            blocked = asyncio.get_running_loop().run_in_executor(context.compute_pool, gate.wait, 60)
+            store = BatchStore(db)
+            with db.read() as conn:
+                account_id, key_id = conn.execute(select(api_keys.c.account_id, api_keys.c.id)).one()
+            source = store.create_file(account_id, "in.jsonl", "batch", 1, "in")
+            lines = [NewLine(i + 1, f"r{i}", json.dumps({"input": [{"image": IMAGE}]})) for i in range(4)]
+            store.create_batch(account_id, key_id, source.id, "/v1/embeddings", None, 4,
+                               store.clock() + timedelta(hours=1), lines=lines)  # fmt: skip
+            pending = context.queues.images._pending
+            tenant = background_tenant(f"account:{account_id}")
+            deadline = time.monotonic() + 60
+            while pending.tenant_size(tenant) == 0:
+                assert time.monotonic() < deadline, "the batch's images never reached the image queue"
+                await asyncio.sleep(0.01)
+            assert pending.tenant_size(f"account:{account_id}") == 0
+            gate.set()
+            await blocked
+    finally:
+        gate.set()
+        db.close()
