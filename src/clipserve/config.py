@@ -637,6 +637,19 @@ class Settings(BaseSettings):
         le=7 * 24 * 3600.0,
         description="How long a batch's completion_window '24h' lasts before it expires with partial results.",
     )
+    max_batch_storage_bytes_per_account: int = Field(
+        default=10 * 1024**3,
+        ge=1024,
+        description="Bytes of uploaded files one account may hold (400 file_storage_quota_exceeded beyond): "
+        "bounds the disk one account takes.",
+    )
+    max_active_batches_per_account: int = Field(
+        default=100,
+        ge=1,
+        le=100_000,
+        description="Batches one account may have running (in_progress, finalizing, cancelling; 400 "
+        "batch_quota_exceeded beyond): bounds one account's lines waiting in the database.",
+    )
     max_batch_errors_reported: int = Field(
         default=1000,
         ge=1,

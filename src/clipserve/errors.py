@@ -250,3 +250,10 @@ class TrainingBudgetExceededError(RateLimitExceededError):
     """An account used its per-minute classifier training CPU (classifier_training_cpu_s_per_minute)."""
 
     default_code = "classifier_training_budget"
+
+
+class BatchQuotaError(InvalidRequestError):
+    """An account holds as many file bytes (code file_storage_quota_exceeded) or running batches (code
+    batch_quota_exceeded) as its quota allows (a 400, as for collections: waiting frees nothing)."""
+
+    default_code = "batch_quota_exceeded"

@@ -306,3 +306,21 @@ async def test_end_to_end_with_the_openai_client_every_line_is_the_online_answer
         ).all()
     database.close()
     assert dict(endpoints) == {"batch:/v1/embeddings": 2, "/v1/embeddings": 2}
+
+
+async def test_an_upload_over_the_accounts_storage_quota_is_refused_and_not_kept(
+    tiny_runtime: Any, tmp_path: Path
+) -> None:
+    data = _jsonl([_line("a", {"input": "x" * 500})])
+    assert 512 < len(data) < 1024
+    async with _clients(tiny_runtime, tmp_path, max_batch_storage_bytes_per_account=1024) as (alice, bob, _):
+        kept = await alice.files.create(file=("a.jsonl", data), purpose="batch")
+        with pytest.raises(openai.BadRequestError) as refused:
+            await alice.files.create(file=("b.jsonl", data), purpose="batch")
+        assert refused.value.body["code"] == "file_storage_quota_exceeded"  # type: ignore[index]
+        assert (await bob.files.create(file=("c.jsonl", data), purpose="batch")).bytes == len(
+            data
+        )  # per account
+        await alice.files.delete(kept.id)
+        assert (await alice.files.create(file=("d.jsonl", data), purpose="batch")).bytes == len(data)
+    assert len(list((tmp_path / "files").iterdir())) == 2

@@ -8,11 +8,12 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from clipserve.errors import ConflictError, InvalidRequestError, NotFoundError
+from clipserve.errors import BatchQuotaError, ConflictError, InvalidRequestError, NotFoundError
 from clipserve.service.batch_files import FileStorage, delete_expired_files
 from clipserve.store.accounts import AccountStore
 from clipserve.store.batch_records import LineError, NewLine
@@ -303,3 +304,51 @@ def test_files_past_their_retention_are_deleted_bytes_and_row(
     clock.advance(1000)
     assert delete_expired_files(store, storage) == 1
     assert [f.id for f in store.list_files(None, None, 10).items] == ["file-forever"]
+
+
+def test_an_accounts_file_bytes_quota_holds_under_concurrent_uploads(
+    store: BatchStore, database: Database
+) -> None:
+    mine, _ = _account(database)
+    theirs, _ = _account(database)
+    store.create_file(theirs, "t.jsonl", "batch", 900, "t", max_account_bytes=1000)  # another account's bytes
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(
+            pool.map(
+                lambda i: _try(
+                    lambda: store.create_file(
+                        mine, f"{i}.jsonl", "batch", 100, f"k{i}", max_account_bytes=1000
+                    )
+                ),
+                range(16),
+            )
+        )
+    assert outcomes.count("ok") == 10
+    assert set(outcomes) == {"ok", "file_storage_quota_exceeded"}
+    assert sum(f.bytes for f in store.list_files(mine, None, 100).items) == 1000
+
+
+def test_an_account_runs_at_most_its_quota_of_batches(store: BatchStore, clock: FakeClock) -> None:
+    def create(account: int | None) -> str:
+        return _try(
+            lambda: store.create_batch(
+                account, None, "file-x", "/v1/rank", None, 1, clock() + timedelta(hours=1), lines=_lines(1),
+                max_active=2,
+            )
+        )  # fmt: skip
+
+    assert [create(None) for _ in range(3)] == ["ok", "ok", "batch_quota_exceeded"]
+    running = [b.id for b in store.list_batches(None, None, 10).items]
+    store.request_cancel(None, running[0])
+    assert create(None) == "batch_quota_exceeded"  # cancelling still runs until it is finalized
+    assert store.claim_finalize("i", 30) is not None
+    assert store.finalize(running[0], None, None, "cancelled")
+    assert create(None) == "ok"
+
+
+def _try(call: Any) -> str:
+    try:
+        call()
+    except BatchQuotaError as exc:
+        return str(exc.code)
+    return "ok"

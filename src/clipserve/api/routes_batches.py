@@ -97,6 +97,7 @@ async def create_batch(
         return store.create_batch(
             account, key_id, input_file.id, body.endpoint, body.metadata, len(result.lines), expires_at,
             lines=result.lines, errors=result.errors if result.error_count else None,
+            max_active=settings.max_active_batches_per_account,
         )  # fmt: skip
 
     record = await run_store(request, create)

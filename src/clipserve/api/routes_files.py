@@ -77,7 +77,14 @@ async def upload_file(request: Request, caller: FreeCallerDep) -> FileObject:
         record = await run_store(
             request,
             lambda: store.create_file(
-                account_of(caller), filename, "batch", size, file_id, expires_at=expires_at, file_id=file_id
+                account_of(caller),
+                filename,
+                "batch",
+                size,
+                file_id,
+                expires_at=expires_at,
+                file_id=file_id,
+                max_account_bytes=settings.max_batch_storage_bytes_per_account,
             ),
         )
     except BaseException:

@@ -26,14 +26,16 @@ from sqlalchemy import (
     delete,
     exists,
     false,
+    func,
     insert,
     or_,
     select,
+    text,
     true,
     update,
 )
 
-from clipserve.errors import ConflictError, InvalidRequestError, NotFoundError
+from clipserve.errors import BatchQuotaError, ConflictError, InvalidRequestError, NotFoundError
 from clipserve.store.accounts import Clock, lock_account, utc_now
 from clipserve.store.batch_records import (
     ACTIVE,
@@ -50,6 +52,7 @@ from clipserve.store.ledger import Charge, record_charge
 from clipserve.store.schema import batch_files, batch_lines, batches
 
 FINAL_STATUSES = ("completed", "cancelled", "expired")
+_RUNNING = ("validating", "in_progress", "finalizing", "cancelling")
 _CANDIDATE_BATCHES = 8  # batches looked at per claim; all of their free lines may be locked by other claims
 _INSERT_CHUNK = 1000
 
@@ -101,7 +104,10 @@ class BatchStore:
         *,
         expires_at: datetime | None = None,
         file_id: str | None = None,
+        max_account_bytes: int | None = None,
     ) -> FileRecord:
+        """A file's row; with `max_account_bytes`, the account's files (this one included) must fit it, checked
+        under a per-account lock so concurrent uploads cannot pass it together (BatchQuotaError)."""
         record = FileRecord(
             file_id or new_file_id(),
             account_id,
@@ -113,8 +119,28 @@ class BatchStore:
             expires_at,
         )
         with self.db.write() as conn:
+            if max_account_bytes is not None:
+                self._lock_account_batches(conn, account_id)
+                held = conn.execute(
+                    select(func.coalesce(func.sum(batch_files.c.bytes), 0)).where(
+                        _owned(batch_files, account_id)
+                    )
+                ).scalar_one()
+                if int(held) + bytes > max_account_bytes:
+                    raise BatchQuotaError(
+                        f"this account holds {int(held)} bytes of files; this one ({bytes} bytes) would pass its "
+                        f"quota of {max_account_bytes}: delete files first",
+                        param="file", code="file_storage_quota_exceeded",
+                    )  # fmt: skip
             conn.execute(insert(batch_files).values(**record.__dict__))
         return record
+
+    def _lock_account_batches(self, conn: Connection, account_id: int | None) -> None:
+        """Serialize an account's quota checks with their inserts (SQLite's BEGIN IMMEDIATE already does)."""
+        if not self.db.is_sqlite:
+            conn.execute(
+                text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"batches:{account_id}"}
+            )
 
     def get_file(self, account_id: int | None, file_id: str) -> FileRecord:
         """The caller's file; another account's is reported exactly as a missing one."""
@@ -178,8 +204,10 @@ class BatchStore:
         lines: Sequence[NewLine] = (),
         errors: Sequence[LineError] | None = None,
         completion_window: str = "24h",
+        max_active: int | None = None,
     ) -> BatchRecord:
-        """A validated batch (in_progress, with its lines) or, given `errors`, a failed one (no lines)."""
+        """A validated batch (in_progress, with its lines) or, given `errors`, a failed one (no lines). With
+        `max_active`, an account already running that many batches gets BatchQuotaError instead."""
         now = self.clock()
         failed = errors is not None
         values: dict[str, Any] = {
@@ -193,6 +221,19 @@ class BatchStore:
             "expires_at": expires_at,
         }  # fmt: skip
         with self.db.write() as conn:
+            if max_active is not None and not failed:
+                self._lock_account_batches(conn, account_id)
+                running = conn.execute(
+                    select(func.count())
+                    .select_from(batches)
+                    .where(_owned(batches, account_id), batches.c.status.in_(_RUNNING))
+                ).scalar_one()
+                if int(running) >= max_active:
+                    raise BatchQuotaError(
+                        f"this account has {int(running)} batches running, its quota; wait for one to finish "
+                        "or cancel one",
+                        param="input_file_id",
+                    )
             conn.execute(insert(batches).values(**values))
             rows = [
                 {"batch_id": values["id"], "line": line.line, "custom_id": line.custom_id,
