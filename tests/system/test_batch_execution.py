@@ -359,5 +359,15 @@ def test_a_batch_past_its_window_expires_with_its_partial_results(tmp_path: Path
         output = _file_lines(files_dir, db, done.output_file_id)
         assert sorted(o["custom_id"] for o in output) == sorted(row.custom_id for row in answered)
         assert len(_charges(db, batch.id)) == len(answered)
+        # the lines never run are in the error file, as OpenAI writes them
+        errors = _file_lines(files_dir, db, done.error_file_id)
+        never_run = {row.custom_id for row in _lines(db, batch.id) if not row.answered}
+        assert sorted(e["custom_id"] for e in errors) == sorted(never_run)
+        for error in errors:
+            assert error["response"] is None
+            assert error["error"] == {
+                "code": "batch_expired",
+                "message": "This request could not be executed before the completion window expired.",
+            }
     finally:
         db.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
@@ -28,20 +28,22 @@ class BatchOutputFiles:
         self.storage = storage
         self.retention_s = retention_s
 
-    def write_output(self, batch: BatchRecord, kind: str, data: bytes) -> str | None:
+    def write_output(self, batch: BatchRecord, kind: str, chunks: Iterable[bytes]) -> str | None:
         file_id = output_file_id(batch.id, kind)
-        key = self.storage.write_bytes(file_id, data)
+        size = self.storage.write_stream(file_id, chunks)
         with contextlib.suppress(NotFoundError):
             self.store.delete_file(batch.account_id, file_id)  # an earlier try's row
-        expires = (
-            None if self.retention_s is None else self.store.clock() + timedelta(seconds=self.retention_s)
-        )
+        if not size:
+            self.storage.delete(file_id)
+            return None
+        retention = self.retention_s
+        expires = self.store.clock() + timedelta(seconds=retention) if retention else None  # 0: kept
         self.store.create_file(
             batch.account_id,
             f"{batch.id}_{kind}.jsonl",
             "batch_output",
-            len(data),
-            key,
+            size,
+            file_id,
             expires_at=expires,
             file_id=file_id,
         )

@@ -29,11 +29,13 @@ import json
 import logging
 import secrets
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar
+
+from sqlalchemy import false, select
 
 from clipserve.errors import InsufficientQuotaError, ServiceOverloadedError
 from clipserve.runtime.fair_queue import background_tenant
@@ -42,6 +44,7 @@ from clipserve.store.accounts import AccountStore
 from clipserve.store.batch_records import BatchRecord, LineClaim
 from clipserve.store.batches import BatchStore, line_charge_id
 from clipserve.store.ledger import Charge
+from clipserve.store.schema import batch_lines
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,8 +67,9 @@ class PreparedLike(Protocol):
 class OutputFiles(Protocol):
     """Where a finalized batch's output and error files go (service/batch_files.py)."""
 
-    def write_output(self, batch: BatchRecord, kind: str, data: bytes) -> str | None:
-        """Store `data` as the batch's `kind` ("output" or "error") file; returns its file id."""
+    def write_output(self, batch: BatchRecord, kind: str, chunks: Iterable[bytes]) -> str | None:
+        """Store the chunks as the batch's `kind` ("output" or "error") file; returns its file id, or None
+        when there were no bytes (no file)."""
         ...
 
 
@@ -100,14 +104,43 @@ def batch_prices(prices: PriceTable, discount: Decimal) -> PriceTable:
     )
 
 
+EXPIRED_MESSAGE = "This request could not be executed before the completion window expired."
+
+
 def output_line(claim: LineClaim, request_id: str, status: int | None, body: Any, error: Any = None) -> str:
     """An output/error file line, OpenAI's shape."""
     response = None if status is None else {"status_code": status, "request_id": request_id, "body": body}
+    return _line_json(claim.custom_id, response, error)
+
+
+def _line_json(custom_id: str, response: Any, error: Any) -> str:
     return json.dumps(
-        {"id": f"batch_req_{secrets.token_hex(16)}", "custom_id": claim.custom_id, "response": response,
-         "error": error},
+        {
+            "id": f"batch_req_{secrets.token_hex(16)}",
+            "custom_id": custom_id,
+            "response": response,
+            "error": error,
+        },
         separators=(",", ":"),
-    )  # fmt: skip
+    )
+
+
+def _unanswered(
+    store: BatchStore, batch_id: str, after_line: int, limit: int = 1000
+) -> list[tuple[int, str]]:
+    """(line, custom_id) of the lines never answered, in line order (an expired batch's error file)."""
+    with store.db.read() as conn:
+        rows = conn.execute(
+            select(batch_lines.c.line, batch_lines.c.custom_id)
+            .where(
+                batch_lines.c.batch_id == batch_id,
+                batch_lines.c.answered == false(),
+                batch_lines.c.line > after_line,
+            )
+            .order_by(batch_lines.c.line)
+            .limit(limit)
+        ).all()
+    return [(int(line), str(custom_id)) for line, custom_id in rows]
 
 
 class BatchRunner:
@@ -371,26 +404,37 @@ class BatchRunner:
         return True
 
     def _files_of(self, batch: BatchRecord) -> tuple[str | None, str | None]:
-        output: list[str] = []
-        errors: list[str] = []
-        after = 0
-        while True:
-            page = self.store.answers(batch.id, after_line=after)
-            if not page:
-                break
-            for answer in page:
-                (output if answer.succeeded else errors).append(answer.result_json)
-            after = page[-1].line
+        """Write the output file (200s) and the error file (the rest; for an expired batch also its lines never
+        run, as OpenAI writes them: no response, error code batch_expired), streamed page by page."""
+        expired = batch.finalize_to == "expired"
         return (
-            self.files.write_output(batch, "output", _jsonl(output)) if output else None,
-            self.files.write_output(batch, "error", _jsonl(errors)) if errors else None,
+            self.files.write_output(batch, "output", self._answers(batch.id, succeeded=True)),
+            self.files.write_output(batch, "error", self._errors(batch.id, expired)),
         )
+
+    def _answers(self, batch_id: str, *, succeeded: bool) -> Iterator[bytes]:
+        after = 0
+        while page := self.store.answers(batch_id, after_line=after):
+            chunk = [answer.result_json for answer in page if answer.succeeded == succeeded]
+            if chunk:
+                yield _jsonl(chunk)
+            after = page[-1].line
+
+    def _errors(self, batch_id: str, expired: bool) -> Iterator[bytes]:
+        yield from self._answers(batch_id, succeeded=False)
+        if not expired:
+            return
+        error = {"code": "batch_expired", "message": EXPIRED_MESSAGE}
+        after = 0
+        while page := _unanswered(self.store, batch_id, after):
+            yield _jsonl([_line_json(custom_id, None, error) for _, custom_id in page])
+            after = page[-1][0]
 
     async def _store(self, call: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
 
-def _jsonl(lines: list[str]) -> bytes:
+def _jsonl(lines: Iterable[str]) -> bytes:
     return "".join(f"{line}\n" for line in lines).encode()
 
 
