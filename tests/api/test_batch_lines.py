@@ -203,3 +203,30 @@ async def test_batch_lines_wait_in_the_background_lane_of_the_model_queue(
     finally:
         gate.set()
         db.close()
+
+
+async def test_local_mode_runs_batch_lines_without_charging(tiny_runtime: Any, tmp_path: Path) -> None:
+    """No accounts (no key exists): the batch belongs to no account, runs as "local" and is charged nothing."""
+    db = Database(f"sqlite:///{tmp_path / 'clipserve.db'}")
+    try:
+        async with running_app(tiny_runtime, tmp_path, batch_poll_s=0.05) as (client, _app):
+            store = BatchStore(db)
+            source = store.create_file(None, "in.jsonl", "batch", 1, "in")
+            body = {"input": ["a cat", {"image": IMAGE}]}
+            batch = store.create_batch(None, None, source.id, "/v1/embeddings", None, 1,
+                                       store.clock() + timedelta(hours=1),
+                                       lines=[NewLine(1, "only", json.dumps(body))])  # fmt: skip
+            deadline = time.monotonic() + 60
+            while store.get_batch(None, batch.id).status != "completed":
+                assert time.monotonic() < deadline, store.get_batch(None, batch.id)
+                await asyncio.sleep(0.05)
+            done = store.get_batch(None, batch.id)
+            (answer,) = store.answers(batch.id)
+            online = await client.post("/v1/embeddings", json=body)
+            _close(json.loads(answer.result_json)["response"]["body"], online.json(), "local")
+            assert (done.completed, done.failed, done.error_file_id) == (1, 0, None)
+            assert done.output_file_id is not None
+            with db.read() as conn:
+                assert conn.execute(select(ledger)).all() == []
+    finally:
+        db.close()

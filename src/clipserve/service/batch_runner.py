@@ -399,6 +399,7 @@ class BatchRunner:
                 lambda: self.store.finalize(batch.id, output, errors, batch.finalize_to or "completed")
             )
             logger.info("batch %s finalized (%s): %s", batch.id, batch.finalize_to, finalized)
+            self._stopped_batches.discard(batch.id)  # final: no line of it is claimed again
         except Exception:  # the finalize lease runs out and it is tried again
             logger.exception("batch %s: finalizing failed; will retry", batch.id)
         return True
