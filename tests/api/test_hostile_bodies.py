@@ -190,8 +190,7 @@ async def test_the_openapi_schema_still_shows_every_request_body(tiny_runtime: A
 async def test_the_items_of_a_large_body_are_parsed_off_the_event_loop_and_a_small_ones_inline(
     tiny_runtime: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import clipserve.api.routes_embeddings as routes_embeddings
-    import clipserve.api.routes_rank as routes_rank
+    import clipserve.api.endpoint_calls as endpoint_calls
 
     threads: list[str] = []
 
@@ -202,8 +201,8 @@ async def test_the_items_of_a_large_body_are_parsed_off_the_event_loop_and_a_sma
 
         return recorded
 
-    monkeypatch.setattr(routes_embeddings, "parse_request_items", spy(routes_embeddings.parse_request_items))
-    monkeypatch.setattr(routes_rank, "parse_items", spy(routes_rank.parse_items))
+    monkeypatch.setattr(endpoint_calls, "parse_request_items", spy(endpoint_calls.parse_request_items))
+    monkeypatch.setattr(endpoint_calls, "parse_items", spy(endpoint_calls.parse_items))
     many = [f"a photo of thing number {i:06}" for i in range(2048)]  # ~68 KB
     async with running_app(tiny_runtime, tmp_path) as (client, _):
         assert (await client.post("/v1/embeddings", json={"input": many})).status_code == 200
