@@ -230,3 +230,50 @@ async def test_local_mode_runs_batch_lines_without_charging(tiny_runtime: Any, t
                 assert conn.execute(select(ledger)).all() == []
     finally:
         db.close()
+
+
+async def test_cancel_stops_the_lines_running_here_at_once(tiny_runtime: Any, tmp_path: Path) -> None:
+    """POST /v1/batches/{id}/cancel: the lines this process is running stop at once, while the model is still
+    busy (not only when they would have been answered), and none is answered or charged."""
+    import threading
+
+    db = Database(f"sqlite:///{tmp_path / 'clipserve.db'}")
+    gate = threading.Event()
+    try:
+        # two claims of 4 lines: the runner then waits on its claims (up to batch_poll_s), not for a wake-up, and
+        # renews them (checking the status) only every 200 s: only the cancel route's wake-up can stop them in time
+        options = {"batch_poll_s": 120, "batch_claim_lines": 4, "batch_lease_s": 600}
+        async with running_app(tiny_runtime, tmp_path, **options) as (client, app):
+            context = app.state.context
+            runner = context.batch_runner
+            blocked = asyncio.get_running_loop().run_in_executor(context.compute_pool, gate.wait, 60)
+            store = BatchStore(db)
+            source = store.create_file(None, "in.jsonl", "batch", 1, "in")
+            lines = [NewLine(i + 1, f"r{i}", json.dumps({"input": [{"image": IMAGE}]})) for i in range(8)]
+            batch = store.create_batch(None, None, source.id, "/v1/embeddings", None, 8,
+                                       store.clock() + timedelta(hours=1), lines=lines)  # fmt: skip
+            runner.wake()  # as POST /v1/batches does
+            deadline = time.monotonic() + 60
+            while len(runner._running) < 8:
+                assert time.monotonic() < deadline, "no line started"
+                await asyncio.sleep(0.01)
+            cancelled = await client.post(f"/v1/batches/{batch.id}/cancel")
+            assert cancelled.status_code == 200, cancelled.text
+            while runner._running:  # the model thread is still blocked: only a cancel can end them
+                assert time.monotonic() < deadline, "the running lines were not stopped"
+                await asyncio.sleep(0.01)
+            gate.set()
+            await blocked
+            while store.get_batch(None, batch.id).status != "cancelled":
+                assert time.monotonic() < deadline, store.get_batch(None, batch.id)
+                await asyncio.sleep(0.05)
+            done = store.get_batch(None, batch.id)
+            assert (done.completed, done.failed, done.output_file_id, done.error_file_id) == (
+                0,
+                0,
+                None,
+                None,
+            )
+    finally:
+        gate.set()
+        db.close()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -168,6 +169,9 @@ class BatchRunner:
         self._reserved: Counter[int] = Counter()  # per account: bounds of its lines running here
         self._stopped_batches: set[str] = set()  # cancelled or expiring while its lines ran here
         self._running: set[asyncio.Task[None]] = set()
+        self._claimed: dict[str, LineClaim] = {}  # a claim of each batch with lines running here
+        self._claims_of: Counter[str] = Counter()  # claims running here, per batch
+        self._checks: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
 
     # lifecycle
@@ -184,8 +188,19 @@ class BatchRunner:
             self._task = None
 
     def wake(self) -> None:
-        """Look for work now (a batch was created or cancelled here)."""
+        """Look for work now, and stop at once the lines of a batch that was cancelled (called by the routes
+        after a batch is created or cancelled; other replicas notice a cancel when they renew their claim)."""
         self._wake.set()
+        if self._claimed:
+            check = asyncio.get_running_loop().create_task(self._check_claimed())
+            self._checks.add(check)
+            check.add_done_callback(self._checks.discard)
+
+    async def _check_claimed(self) -> None:
+        for claim in list(self._claimed.values()):
+            with contextlib.suppress(Exception):  # the next renewal checks again
+                if await self._store(functools.partial(self._status, claim)) != "in_progress":
+                    self._stop_batch(claim.batch_id)
 
     # the loop
 
@@ -232,6 +247,8 @@ class BatchRunner:
         batch_id = claims[0].batch_id
         pending = {claim.line for claim in claims}
         renewing = asyncio.create_task(self._renew(claims[0], pending))
+        self._claimed[batch_id] = claims[0]
+        self._claims_of[batch_id] += 1
         lines: list[asyncio.Task[None]] = []
         try:
             for claim in claims:
@@ -250,6 +267,10 @@ class BatchRunner:
             renewing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewing
+            self._claims_of[batch_id] -= 1
+            if self._claims_of[batch_id] <= 0:
+                del self._claims_of[batch_id]
+                self._claimed.pop(batch_id, None)
             if pending:  # stopped (shutdown, cancel): give the lines back now instead of at the lease's end
                 left = sorted(pending)
                 with contextlib.suppress(Exception):
