@@ -371,3 +371,30 @@ def test_a_batch_past_its_window_expires_with_its_partial_results(tmp_path: Path
             }
     finally:
         db.close()
+
+
+def test_a_stopping_server_gives_its_claimed_lines_back_at_once(tmp_path: Path) -> None:
+    """SIGTERM: the lines the server had claimed but not answered are free again when it has stopped (not only
+    when their lease would have run out), so another replica or the restarted server runs them at once."""
+    database_url = f"sqlite:///{tmp_path / 'clipserve.db'}"
+    ((account_id, _),) = open_accounts(database_url, [10_000_000])
+    db = Database(database_url)
+    files_dir = tmp_path / "files"
+    try:
+        batch = _create_batch(db, account_id, _key_id(db, account_id), [_image_body(i) for i in range(200)])
+        server = _serve(tmp_path / "srv", database_url, files_dir, "--batch-lease-s", "3600",
+                        "--batch-lines-in-flight", "2", "--batch-claim-lines", "4")  # fmt: skip
+        try:
+            _wait_for("3 answered lines", lambda: _batch(db, batch.id).completed >= 3, [server])
+        finally:
+            server.stop()
+        now = BatchStore(db).clock()
+        held = [
+            row.line
+            for row in _lines(db, batch.id)
+            if not row.answered and row.claimed_until and row.claimed_until > now
+        ]
+        assert held == []
+        assert _batch(db, batch.id).status == "in_progress"
+    finally:
+        db.close()
