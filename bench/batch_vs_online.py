@@ -3,6 +3,7 @@ idle server go as fast as the best bulk /v1/embeddings requests? One server, one
 
     python bench/batch_vs_online.py [--precision int8] [--seconds 20] [--clients 1] [--batch-images 240]
                                     [--line-items 1] [--bulk-sizes 8,32] [--architecture TINY.json]
+                                    [--server-arg=--batch-lines-in-flight=4 ...]
 
 One real server process (full-size ViT-B-32 with seeded random weights, or --architecture for a small config
 with random weights; speed does not depend on the values), accounts off. Images are the skimage photos as
@@ -54,7 +55,7 @@ def start_server(args: argparse.Namespace, data_dir: str) -> tuple[subprocess.Po
     else:
         model = ["--weights", str(write_random_vit_b32(Path(data_dir) / "vit-b-32.safetensors"))]
     command = [sys.executable, "-m", "clipserve", "serve", *model, "--precision", args.precision,
-               "--port", str(port), "--data-dir", data_dir, "--log-level", "warning"]  # fmt: skip
+               "--port", str(port), "--data-dir", data_dir, "--log-level", "warning", *args.server_arg]  # fmt: skip
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     wait_until_ready(base, server)
@@ -158,6 +159,9 @@ def main() -> None:
     parser.add_argument("--line-items", type=int, default=1, help="images per batch line")
     parser.add_argument("--bulk-sizes", default="8,32", help="images per bulk /v1/embeddings request")
     parser.add_argument("--architecture", help="a model config JSON (random weights) instead of ViT-B-32")
+    parser.add_argument(
+        "--server-arg", action="append", default=[], help="a `clipserve serve` flag (repeatable)"
+    )
     args = parser.parse_args()
     images = [jpeg_640x480_base64(p) for p in photo_paths()]
 
@@ -198,7 +202,8 @@ def main() -> None:
             server.wait(120)
 
     model = args.architecture or "ViT-B-32"
-    print(f"# {cpu_description()}, torch {torch.__version__}, {model} {args.precision}, 640x480 JPEGs")
+    flags = f", server flags: {' '.join(args.server_arg)}" if args.server_arg else ""
+    print(f"# {cpu_description()}, torch {torch.__version__}, {model} {args.precision}, 640x480 JPEGs{flags}")
     print(f"online: {args.clients} client(s), one image per request, {args.seconds:g} s per row")
     print(f"{'row':22} {'requests':>8} {'p50 ms':>8} {'p99 ms':>8}")
     for name, samples in (("online quiet", quiet), ("online with a batch", loaded)):
