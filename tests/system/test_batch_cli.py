@@ -82,6 +82,8 @@ def test_submit_wait_writes_the_online_answers_next_to_the_input(
     batch_id = out.split()[0]
     assert batch_id.startswith("batch_")
     assert "3 of 3 requests succeeded, 0 failed" in err
+    assert f"{batch_id}: 100%" in err  # the progress bar reached the end: 3 of 3 lines answered
+    assert "| 3/3 [" in err
     assert not stale.exists()  # no error file this time: the old one is not left to be read as this batch's
     results = _results(tmp_path / "requests.jsonl.out.jsonl")
     assert set(results) == set(BODIES)
