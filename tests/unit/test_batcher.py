@@ -309,26 +309,3 @@ async def test_a_background_tenant_fills_batches_only_with_what_no_foreground_te
     # fill the rest of it and run in their own order
     assert recorder.batches[0] == [1, 2, 3, 100]
     assert [p for batch in recorder.batches for p in batch if p >= 100] == list(range(100, 112))
-
-
-async def test_background_items_run_in_batches_no_longer_than_the_contended_target() -> None:
-    """A background batch cannot be interrupted: it takes only what the model runs in contended_batch_s (here
-    0.25 s at 0.1 s per item: 2 items, where online items may take 8), so an online request arriving meanwhile
-    waits for that short a batch."""
-    recorder = Recorder()
-    with ThreadPoolExecutor(1) as pool:
-        batcher: DynamicBatcher[int, int] = DynamicBatcher(
-            "test", recorder.square, pool, max_batch_size=8, max_wait_s=0.0, max_queue_size=64,
-            max_batch_s=1.0, contended_batch_s=0.25,
-        )  # fmt: skip
-        batcher._item_s = 0.1  # as if measured (the first batch is taken before any is)
-        assert (batcher.batch_limit, batcher.background_batch_limit) == (8, 2)
-        batcher.start()
-        try:
-            with batcher.reserve(5, tenant=background_tenant("account:1")) as slots:
-                backlog = batcher.submit(slots, list(range(100, 105)))
-            await asyncio.gather(*backlog)
-        finally:
-            await batcher.stop()
-    assert recorder.batches[0] == [100, 101]
-    assert sorted(p for batch in recorder.batches for p in batch) == list(range(100, 105))

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from clipserve.errors import ServiceOverloadedError, ServiceUnavailableError
-from clipserve.runtime.fair_queue import FairQueue, is_background
+from clipserve.runtime.fair_queue import FairQueue
 from clipserve.runtime.tenant_activity import TenantActivity
 
 logger = logging.getLogger(__name__)
@@ -178,16 +178,6 @@ class DynamicBatcher(Generic[T, R]):
         return max(1, min(self._max_batch_size, int(target / self._item_s)))
 
     @property
-    def background_batch_limit(self) -> int:
-        """The most background (batch API) items one batch may take: what the model runs in contended_batch_s
-        (else the batch limit). A background batch cannot be interrupted, so an online request that arrives while
-        one runs waits for at most that short a batch, as it would behind another account's."""
-        limit = self.batch_limit
-        if self._contended_batch_s is None or self._item_s is None:
-            return limit
-        return max(1, min(limit, int(self._contended_batch_s / self._item_s)))
-
-    @property
     def queued_bytes(self) -> int:
         """Bytes counted against max_queue_bytes now."""
         return self._bytes
@@ -313,13 +303,8 @@ class DynamicBatcher(Generic[T, R]):
     def _take_batch(self) -> list[_Pending[T, R]]:
         batch: list[_Pending[T, R]] = []
         limit = self.batch_limit
-        background_limit = self.background_batch_limit
-        background = 0
         while self._pending and len(batch) < limit:
-            if not self._pending.foreground_size and background >= background_limit:
-                break  # only background items left, and the batch holds as many of them as may run at once
             item = self._pending.pop()
-            background += is_background(item.tenant)
             self._count_tenant(item.tenant, -1)
             if not item.future.done():  # skip items whose request was cancelled
                 batch.append(item)
