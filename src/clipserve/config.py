@@ -692,6 +692,14 @@ class Settings(BaseSettings):
         le=600,
         description="How often an idle process looks for batch work, expiries and batches to finalize.",
     )
+    batch_idle_ms: float = Field(
+        default=50.0,
+        ge=0,
+        le=60_000,
+        description="Batch lines reach the model only on idle capacity: no online item queued or decoding, and "
+        "this long since the last online batch ended (an online client's next request, one round trip away, "
+        "then finds the model free). 0: whenever no online item is queued.",
+    )
 
     @field_validator("batch_file_retention_s", mode="before")
     @classmethod

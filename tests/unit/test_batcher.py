@@ -309,3 +309,32 @@ async def test_a_background_tenant_fills_batches_only_with_what_no_foreground_te
     # fill the rest of it and run in their own order
     assert recorder.batches[0] == [1, 2, 3, 100]
     assert [p for batch in recorder.batches for p in batch if p >= 100] == list(range(100, 112))
+
+
+async def test_background_items_wait_for_idle_capacity_after_an_online_batch() -> None:
+    """With background_idle_s, background items run while no online item is queued and the model has been
+    free of online batches that long: here an hour, so the items queued after an online batch stay queued (the
+    model stays free for the next online request) until the batcher stops."""
+    recorder = Recorder()
+    with ThreadPoolExecutor(1) as pool:
+        batcher: DynamicBatcher[int, int] = DynamicBatcher(
+            "test", recorder.square, pool, max_batch_size=8, max_wait_s=0.0, max_queue_size=64,
+            background_idle_s=3600.0,
+        )  # fmt: skip
+        batcher.start()
+        try:
+            with batcher.reserve(2, tenant=background_tenant("account:1")) as slots:
+                first = batcher.submit(slots, [100, 101])
+            await asyncio.gather(*first)  # no online batch has run yet: the model is idle
+            with batcher.reserve(1, tenant="account:2") as slots:
+                online = batcher.submit(slots, [1])
+            await asyncio.gather(*online)
+            with batcher.reserve(2, tenant=background_tenant("account:1")) as slots:
+                later = batcher.submit(slots, [102, 103])
+            for _ in range(20):  # let the batcher loop run: it must not take the background items
+                await asyncio.sleep(0.01)
+            assert not any(f.done() for f in later)
+            assert recorder.batches == [[100, 101], [1]]
+        finally:
+            await batcher.stop()
+    assert recorder.batches[-1] == [102, 103]  # stopping drains the queue

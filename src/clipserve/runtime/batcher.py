@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from clipserve.errors import ServiceOverloadedError, ServiceUnavailableError
-from clipserve.runtime.fair_queue import FairQueue
+from clipserve.runtime.fair_queue import FairQueue, is_background
 from clipserve.runtime.tenant_activity import TenantActivity
 
 logger = logging.getLogger(__name__)
@@ -125,6 +125,7 @@ class DynamicBatcher(Generic[T, R]):
         activity: TenantActivity | None = None,
         payload_bytes: Callable[[T], int] | None = None,
         observer: BatchObserver | None = None,
+        background_idle_s: float | None = None,
     ) -> None:
         self.name = name
         self._run_batch = run_batch
@@ -141,6 +142,11 @@ class DynamicBatcher(Generic[T, R]):
         # throughput only while it shares the model.
         self._contended_batch_s = contended_batch_s
         self._activity = activity
+        # Background (Batch API) items run only on idle capacity: while no online item is reserved or queued and
+        # at least this long after the last online batch ended, so an online client's next request (a round
+        # trip away) finds the model free instead of behind a background batch that cannot be interrupted.
+        self._background_idle_s = background_idle_s
+        self._last_foreground_done = float("-inf")
         self._item_s: float | None = None
         self._max_wait_s = max_wait_s
         self._max_queue_size = max_queue_size
@@ -279,6 +285,7 @@ class DynamicBatcher(Generic[T, R]):
                 await self._wakeup.wait()
                 continue
             await self._wait_for_fill()
+            await self._wait_for_idle_capacity()
             batch = self._take_batch()
             if batch:
                 try:
@@ -286,6 +293,8 @@ class DynamicBatcher(Generic[T, R]):
                 finally:
                     for item in batch:
                         self._add_bytes(item.tenant, -item.nbytes)
+                    if any(not is_background(item.tenant) for item in batch):
+                        self._last_foreground_done = time.perf_counter()
 
     async def _wait_for_fill(self) -> None:
         deadline = min(item.enqueued_at for item in self._pending.heads()) + self._max_wait_s
@@ -299,6 +308,25 @@ class DynamicBatcher(Generic[T, R]):
                     await self._wakeup.wait()
             except TimeoutError:
                 return
+
+    async def _wait_for_idle_capacity(self) -> None:
+        """With only background items queued: wait until no online item is reserved or queued and the model
+        has been free of online batches for background_idle_s."""
+        while self._background_idle_s is not None and self._pending and not self._stopping:
+            if self._pending.foreground_size:
+                return
+            if any(n > 0 for t, n in self._tenant_items.items() if not is_background(t)):
+                remaining: float | None = None  # an online request is decoding: wait for it
+            else:
+                remaining = self._last_foreground_done + self._background_idle_s - time.perf_counter()
+                if remaining <= 0:
+                    return
+            self._wakeup.clear()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                pass
 
     def _take_batch(self) -> list[_Pending[T, R]]:
         batch: list[_Pending[T, R]] = []

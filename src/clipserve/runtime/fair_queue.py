@@ -92,6 +92,11 @@ class FairQueue(Generic[T]):
     def push(self, tenant: Hashable, item: T) -> None:
         self._lane(tenant).push(tenant, item)
 
+    @property
+    def foreground_size(self) -> int:
+        """Items of foreground tenants (online requests) queued."""
+        return self._foreground.size
+
     def pop(self) -> T:
         """The next item in round-robin order, foreground first; IndexError when empty."""
         if self._foreground.size:

@@ -57,6 +57,7 @@ class EncoderQueues:
             max_tenant_bytes=settings.queue_bytes_per_account,
             payload_bytes=_tensor_bytes,
             observer=observer,
+            background_idle_s=settings.batch_idle_ms / 1000,
         )
         texts: TextQueue = DynamicBatcher(
             "texts",
@@ -70,6 +71,7 @@ class EncoderQueues:
             max_queue_size=queue_size,
             max_tenant_items=settings.queue_items_per_account,
             observer=observer,
+            background_idle_s=settings.batch_idle_ms / 1000,
         )
         # Per account half the pool: enough for one account alone to decode a full batch ahead while the model
         # runs the last one, and always room for other accounts, who would otherwise wait for a batch to finish
