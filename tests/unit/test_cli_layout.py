@@ -10,7 +10,7 @@ from pathlib import Path
 import clipserve
 
 PACKAGE = Path(clipserve.__file__).parent
-COMMAND_MODULES = ("serve", "keys", "collections", "eval", "embed_dataset")
+COMMAND_MODULES = ("serve", "keys", "collections", "eval", "embed_dataset", "batch")
 
 
 def _imports(path: Path) -> set[str]:
@@ -39,7 +39,7 @@ def test_each_command_has_its_module_and_the_parser_lists_them_all() -> None:
     for name in COMMAND_MODULES:
         assert (PACKAGE / "cli" / f"{name}.py").is_file()
     commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
-    assert set(commands) == {"serve", "keys", "collections", "eval", "embed-dataset"}
+    assert set(commands) == {"serve", "keys", "collections", "eval", "embed-dataset", "batch"}
 
 
 def test_every_command_module_imports_first_in_a_fresh_interpreter() -> None:
