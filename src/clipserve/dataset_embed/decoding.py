@@ -117,14 +117,9 @@ def _read_path(base: str, source: str, cap: int) -> bytes:
     return read_capped(fs, path, cap)
 
 
-def fetcher_for(settings: Settings) -> ImageFetcher:
-    """The service's fetcher: the same policy and limits as the server's (ImageFetcher.from_settings)."""
-    return ImageFetcher.from_settings(settings)
-
-
 async def _fetch_all(urls: list[str], settings: Settings) -> list[bytes | str]:
     """Each URL's bytes, or the reason it could not be fetched; at most image_fetch_concurrency at once."""
-    fetcher = fetcher_for(settings)
+    fetcher = ImageFetcher.from_settings(settings)
     await fetcher.start()
     try:
 

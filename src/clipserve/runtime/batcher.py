@@ -302,11 +302,7 @@ class DynamicBatcher(Generic[T, R]):
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 return
-            self._wakeup.clear()
-            try:
-                async with asyncio.timeout(remaining):
-                    await self._wakeup.wait()
-            except TimeoutError:
+            if not await self._woken_within(remaining):
                 return
 
     async def _wait_for_idle_capacity(self) -> None:
@@ -321,12 +317,18 @@ class DynamicBatcher(Generic[T, R]):
                 remaining = self._last_foreground_done + self._background_idle_s - time.perf_counter()
                 if remaining <= 0:
                     return
-            self._wakeup.clear()
-            try:
-                async with asyncio.timeout(remaining):
-                    await self._wakeup.wait()
-            except TimeoutError:
-                pass
+            await self._woken_within(remaining)
+
+    async def _woken_within(self, timeout_s: float | None) -> bool:
+        """Wait for the next wakeup (new items, a release, stop) for at most `timeout_s` (None: no limit);
+        False when the time ran out first."""
+        self._wakeup.clear()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._wakeup.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def _take_batch(self) -> list[_Pending[T, R]]:
         batch: list[_Pending[T, R]] = []
