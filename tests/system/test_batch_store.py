@@ -157,6 +157,24 @@ def test_claims_are_leased_disjoint_and_free_again_when_the_lease_runs_out(
         store.get_batch(None, batch_id)
 
 
+def test_release_gives_back_only_this_instances_unanswered_lines(
+    store: BatchStore, database: Database, clock: FakeClock
+) -> None:
+    account, key = _account(database)
+    batch_id = _batch(store, clock, account, key, 6)
+    mine = store.claim_work("i1", 3600, 3)
+    theirs = store.claim_work("i2", 3600, 3)
+    assert mine is not None
+    assert theirs is not None
+    assert store.answer_line(batch_id, 1, '{"line": 1}', 200, None)
+    assert store.release("i1") == 2  # lines 2 and 3; line 1 is answered
+    assert store.release("i1") == 0
+    again = store.claim_work("i3", 30, 10)
+    assert again is not None
+    assert [c.line for c in again] == [2, 3]  # i2's lines 4-6 are still i2's
+    assert store.renew("i1", batch_id, [2, 3], 60) == 0  # no longer i1's
+
+
 def test_a_line_is_answered_and_charged_once(store: BatchStore, database: Database, clock: FakeClock) -> None:
     account, key = _account(database, credit=1000)
     batch_id = _batch(store, clock, account, key, 3)

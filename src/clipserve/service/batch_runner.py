@@ -173,6 +173,7 @@ class BatchRunner:
         self._claims_of: Counter[str] = Counter()  # claims running here, per batch
         self._checks: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
+        self._in_store: set[asyncio.Future[Any]] = set()  # store calls running in the pool now
 
     # lifecycle
 
@@ -180,12 +181,20 @@ class BatchRunner:
         self._task = asyncio.create_task(self._loop(), name="batch-runner")
 
     async def stop(self) -> None:
-        """Stop claiming; lines running now are cancelled (unanswered: their lease gives them back)."""
+        """Stop claiming; lines running now are cancelled (unanswered) and every line this instance holds is
+        given back, once no store call of ours is still running (a claim committing in the store's thread
+        after its awaiting task was cancelled would otherwise stay held until its lease ran out)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._in_store:
+            await asyncio.wait(self._in_store)
+        with contextlib.suppress(Exception):  # a database gone: the leases give the lines back
+            released = await self._store(lambda: self.store.release(self.instance_id))
+            if released:
+                logger.info("batch runner: gave back %d claimed lines", released)
 
     def wake(self) -> None:
         """Look for work now, and stop at once the lines of a batch that was cancelled (called by the routes
@@ -452,8 +461,16 @@ class BatchRunner:
             yield _jsonl([_line_json(custom_id, None, error) for _, custom_id in page])
             after = page[-1][0]
 
+    def _store_call_done(self, future: asyncio.Future[Any]) -> None:
+        self._in_store.discard(future)
+        if not future.cancelled():
+            future.exception()  # retrieved: a caller cancelled meanwhile is not there to read it
+
     async def _store(self, call: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        future = asyncio.get_running_loop().run_in_executor(self._pool, call)
+        self._in_store.add(future)
+        future.add_done_callback(self._store_call_done)
+        return await asyncio.shield(future)  # a cancelled caller leaves the call running, and in _in_store
 
 
 def _jsonl(lines: Iterable[str]) -> bytes:

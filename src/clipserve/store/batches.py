@@ -346,6 +346,16 @@ class BatchStore:
                 .values(claimed_until=until)
             ).rowcount
 
+    def release(self, instance_id: str) -> int:
+        """Give back every unanswered line `instance_id` holds (a stopping server: another replica or the
+        restarted server runs them at once instead of when their leases run out); returns how many."""
+        with self.db.write() as conn:
+            return conn.execute(
+                update(batch_lines)
+                .where(batch_lines.c.claimed_by == instance_id, batch_lines.c.answered == false())
+                .values(claimed_until=None, claimed_by=None)
+            ).rowcount
+
     def answer_line(
         self, batch_id: str, line: int, result_json: str, status_code: int | None, charge: Charge | None
     ) -> bool:
