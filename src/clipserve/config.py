@@ -700,6 +700,13 @@ class Settings(BaseSettings):
         "this long since the last online batch ended (an online client's next request, one round trip away, "
         "then finds the model free). 0: whenever no online item is queued.",
     )
+    batch_yields: bool = Field(
+        default=True,
+        description="Batch lines run on a model thread of their own and pause between transformer steps "
+        "(before every block's attention and MLP) while online work is decoding, queued or running, so an online "
+        "request waits for one step of a batch's model call, not all of it. Off: a batch's model call, once "
+        "started, runs whole on the online thread.",
+    )
 
     @field_validator("batch_file_retention_s", mode="before")
     @classmethod

@@ -11,6 +11,7 @@ import pytest
 
 from clipserve.runtime.batcher import BatcherStoppedError, DynamicBatcher, QueueFullError
 from clipserve.runtime.fair_queue import background_tenant
+from clipserve.runtime.foreground_gate import ForegroundGate
 from clipserve.runtime.tenant_activity import TenantActivity
 
 pytestmark = pytest.mark.anyio
@@ -305,9 +306,11 @@ async def test_a_background_tenant_fills_batches_only_with_what_no_foreground_te
         gate.set()
         await blocker
         await asyncio.gather(*online, *backlog)
-    # the background backlog was queued first, yet the online items fill the first batch; the batch's items
-    # fill the rest of it and run in their own order
-    assert recorder.batches[0] == [1, 2, 3, 100]
+    # the background backlog was queued first, yet the online items make the first batch, alone: a model batch
+    # is all online or all background (a batch's item never rides in an online call); the batch's items run
+    # after it, in their own order
+    assert recorder.batches[0] == [1, 2, 3]
+    assert all(min(batch) >= 100 for batch in recorder.batches[1:])
     assert [p for batch in recorder.batches for p in batch if p >= 100] == list(range(100, 112))
 
 
@@ -338,3 +341,99 @@ async def test_background_items_wait_for_idle_capacity_after_an_online_batch() -
         finally:
             await batcher.stop()
     assert recorder.batches[-1] == [102, 103]  # stopping drains the queue
+
+
+class SteppedModel:
+    """A model whose background calls (payloads >= 100) take two steps with a yield point between them; the
+    first step waits until the test lets it reach the yield point."""
+
+    def __init__(self, gate: ForegroundGate) -> None:
+        self.gate = gate
+        self.log: list[tuple[str, list[int]]] = []
+        self.in_step_1 = threading.Event()
+        self.to_yield_point = threading.Event()
+        self.threads: set[str] = set()
+
+    def run(self, payloads: list[int]) -> list[int]:
+        self.threads.add(threading.current_thread().name)
+        if min(payloads) >= 100:
+            self.log.append(("background step 1", list(payloads)))
+            self.in_step_1.set()
+            assert self.to_yield_point.wait(10)
+            self.gate.yield_point()
+            self.log.append(("background step 2", list(payloads)))
+        else:
+            self.log.append(("online", list(payloads)))
+        return [p * p for p in payloads]
+
+
+@asynccontextmanager
+async def preemptible_batcher(model: SteppedModel) -> AsyncIterator[DynamicBatcher[int, int]]:
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="online") as online,
+        ThreadPoolExecutor(1, thread_name_prefix="background") as background,
+    ):
+        batcher: DynamicBatcher[int, int] = DynamicBatcher(
+            "test", model.run, online, max_batch_size=8, max_wait_s=0.0, max_queue_size=64,
+            background_idle_s=0.0, gate=model.gate, background_executor=background,
+        )  # fmt: skip
+        batcher.start()
+        try:
+            yield batcher
+        finally:
+            await batcher.stop()
+
+
+async def test_a_background_batch_pauses_at_a_yield_point_while_an_online_item_is_decoding_and_runs() -> None:
+    """An online item reserved while a background batch is inside the model: the background call stops at its
+    next yield point, the online item runs (on the online thread) while it waits, even during its decoding
+    (reserved, not yet submitted), and the background call then finishes with its own results."""
+    model = SteppedModel(ForegroundGate())
+    async with preemptible_batcher(model) as batcher:
+        with batcher.reserve(2, tenant=background_tenant("account:1")) as slots:
+            backlog = batcher.submit(slots, [100, 101])
+        assert await asyncio.to_thread(model.in_step_1.wait, 10)
+        with batcher.reserve(1, tenant="account:2") as slot:  # the online item is "decoding" from here
+            model.to_yield_point.set()
+            for _ in range(10):
+                await asyncio.sleep(0.01)
+            assert model.log == [("background step 1", [100, 101])]  # paused at the yield point
+            assert model.gate.pauses == 1
+            (online,) = batcher.submit(slot, [3])
+        assert (await online).value == 9
+        assert [(await f).value for f in backlog] == [10_000, 10_201]
+    assert model.log == [
+        ("background step 1", [100, 101]),
+        ("online", [3]),
+        ("background step 2", [100, 101]),
+    ]
+    assert model.threads == {"online_0", "background_0"}
+    assert not model.gate.busy
+
+
+async def test_background_batches_run_one_at_a_time_and_whole_on_an_idle_server() -> None:
+    model = SteppedModel(ForegroundGate())
+    model.to_yield_point.set()
+    async with preemptible_batcher(model) as batcher:
+        with batcher.reserve(20, tenant=background_tenant("account:1")) as slots:
+            backlog = batcher.submit(slots, list(range(100, 120)))
+        assert [(await f).value for f in backlog] == [p * p for p in range(100, 120)]
+    steps = [entry for entry in model.log if entry[0].startswith("background")]
+    # each batch's two steps are adjacent: no two background batches overlapped
+    assert all(steps[i][1] == steps[i + 1][1] for i in range(0, len(steps), 2))
+    assert [p for name, batch in steps if name.endswith("1") for p in batch] == list(range(100, 120))
+    assert model.gate.pauses == 0
+
+
+async def test_an_online_request_that_gives_up_before_submitting_lets_the_paused_batch_go_on() -> None:
+    model = SteppedModel(ForegroundGate())
+    async with preemptible_batcher(model) as batcher:
+        with batcher.reserve(1, tenant=background_tenant("account:1")) as slots:
+            (item,) = batcher.submit(slots, [100])
+        assert await asyncio.to_thread(model.in_step_1.wait, 10)
+        slot = batcher.reserve(1, tenant="account:2")
+        model.to_yield_point.set()
+        await asyncio.sleep(0.05)
+        slot.release()  # the online request gave up before submitting: the gate opens
+    assert (await item).value == 10_000
+    assert not model.gate.busy

@@ -46,6 +46,7 @@ from clipserve.metrics import ServiceMetrics
 from clipserve.model_card import HUB_ID
 from clipserve.runtime.fair_queue import FairExecutor
 from clipserve.runtime.fetch import ImageFetcher
+from clipserve.runtime.foreground_gate import ForegroundGate
 from clipserve.runtime.heap import freeze_long_lived, unfreeze
 from clipserve.runtime.model import ClipRuntime
 from clipserve.service.auth import Authenticator
@@ -297,7 +298,12 @@ async def _running_services(context: AppContext) -> AsyncIterator[None]:
     compute = ThreadPoolExecutor(1, thread_name_prefix="clipserve-compute")
     # Decoding and tokenizing serve accounts round-robin, like the batches (runtime/fair_queue.py).
     decode = FairExecutor(settings.decode_workers, thread_name_prefix="clipserve-decode")
-    queues = EncoderQueues.create(runtime, settings, compute, metrics)
+    # Batch API work: its own thread, pausing at the model's yield points while online work is in the house.
+    background_compute = ThreadPoolExecutor(1, thread_name_prefix="clipserve-background-compute")
+    gate = ForegroundGate()
+    yield_points = runtime.add_yield_points(gate.yield_point) if settings.batch_yields else []
+    background = (gate, background_compute) if yield_points else None
+    queues = EncoderQueues.create(runtime, settings, compute, metrics, background)
     metrics.watch_queue("images", lambda: queues.images.depth)
     metrics.watch_queue("texts", lambda: queues.texts.depth)
     fetcher = ImageFetcher.from_settings(settings)
@@ -364,7 +370,7 @@ async def _running_services(context: AppContext) -> AsyncIterator[None]:
     await context.collections.finish_pending_deletes()
     sweeping = asyncio.create_task(context.collections.sweep_pending_deletes())
     queues.start()
-    warming = asyncio.create_task(_warm_up(context, compute))
+    warming = asyncio.create_task(_warm_up(context, compute, background_compute if background else None))
     try:
         yield
     finally:
@@ -378,6 +384,9 @@ async def _running_services(context: AppContext) -> AsyncIterator[None]:
         await queues.stop()
         await fetcher.close()
         compute.shutdown(wait=True)
+        background_compute.shutdown(wait=True)
+        for handle in yield_points:
+            handle.remove()
         decode.shutdown(wait=True)
         train.shutdown(wait=True)
         if settings.freeze_startup_heap:
@@ -385,10 +394,14 @@ async def _running_services(context: AppContext) -> AsyncIterator[None]:
         logger.info("stopped")
 
 
-async def _warm_up(context: AppContext, compute: ThreadPoolExecutor) -> None:
+async def _warm_up(
+    context: AppContext, compute: ThreadPoolExecutor, background_compute: ThreadPoolExecutor | None
+) -> None:
     started = time.perf_counter()
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(compute, context.runtime.warmup)
+    if background_compute is not None:  # that thread's first call pays torch's per-thread set-up too
+        await loop.run_in_executor(background_compute, context.runtime.warmup)
     if context.settings.freeze_startup_heap:
         frozen = await loop.run_in_executor(compute, freeze_long_lived)
         logger.info("%d long-lived objects exempted from garbage collection", frozen)

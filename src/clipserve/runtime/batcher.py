@@ -13,6 +13,7 @@ If a batch fails, its items are retried one by one so a bad item fails alone.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import time
@@ -24,6 +25,7 @@ from typing import Generic, Protocol, TypeVar
 
 from clipserve.errors import ServiceOverloadedError, ServiceUnavailableError
 from clipserve.runtime.fair_queue import FairQueue, is_background
+from clipserve.runtime.foreground_gate import ForegroundGate
 from clipserve.runtime.tenant_activity import TenantActivity
 
 logger = logging.getLogger(__name__)
@@ -126,6 +128,8 @@ class DynamicBatcher(Generic[T, R]):
         payload_bytes: Callable[[T], int] | None = None,
         observer: BatchObserver | None = None,
         background_idle_s: float | None = None,
+        gate: ForegroundGate | None = None,
+        background_executor: Executor | None = None,
     ) -> None:
         self.name = name
         self._run_batch = run_batch
@@ -147,6 +151,16 @@ class DynamicBatcher(Generic[T, R]):
         # trip away) finds the model free instead of behind a background batch that cannot be interrupted.
         self._background_idle_s = background_idle_s
         self._last_foreground_done = float("-inf")
+        # With a gate and an executor of their own, background batches run beside the online ones and pause at
+        # the model's yield points while this queue (or another on the gate) has online work in the house
+        # (runtime/foreground_gate.py): an online item then waits for one transformer step of a background
+        # batch, not for all of it.
+        self._gate = gate if background_executor is not None else None
+        self._background_executor = background_executor
+        self._background: asyncio.Task[None] | None = None  # the background batch running, at most one
+        self._foreground_items = 0  # online items reserved or queued
+        self._foreground_running = False  # an online batch is being taken or is in the model
+        self._gate_held = False
         self._item_s: float | None = None
         self._max_wait_s = max_wait_s
         self._max_queue_size = max_queue_size
@@ -219,7 +233,7 @@ class DynamicBatcher(Generic[T, R]):
         self._reserved += size
         self._add_bytes(tenant, nbytes)
         if size:
-            self._tenant_items[tenant] += size
+            self._count_tenant(tenant, size)
             if self._activity is not None:
                 self._activity.saw(tenant)  # before its images decode: the batch running meanwhile is short
         return Reservation(self._adjust, size, nbytes, tenant)
@@ -263,6 +277,19 @@ class DynamicBatcher(Generic[T, R]):
         self._tenant_items[tenant] += size
         if self._tenant_items[tenant] <= 0:
             del self._tenant_items[tenant]
+        if not is_background(tenant):
+            self._foreground_items += size
+            self._update_gate()
+
+    def _update_gate(self) -> None:
+        """Hold the gate while online items are reserved, queued or in the model; let go when none are."""
+        busy = self._foreground_items > 0 or self._foreground_running
+        if self._gate is not None and busy != self._gate_held:
+            self._gate_held = busy
+            if busy:
+                self._gate.enter()
+            else:
+                self._gate.leave()
 
     def start(self) -> None:
         if self._task is None:
@@ -280,21 +307,50 @@ class DynamicBatcher(Generic[T, R]):
         while True:
             if not self._pending:
                 if self._stopping and self._reserved == 0:
+                    await self._background_finished()
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
             await self._wait_for_fill()
             await self._wait_for_idle_capacity()
-            batch = self._take_batch()
-            if batch:
+            foreground = self._pending.foreground_size > 0
+            if foreground:
+                self._foreground_running = True  # before its items leave the count: the gate stays held
+            try:
+                batch = self._take_batch()
+                if not batch:
+                    continue
+                if not foreground and self._gate is not None:
+                    await self._background_finished()  # one at a time (a second comes only when stopping)
+                    self._background = asyncio.create_task(self._run_background(batch))
+                    continue
                 try:
                     await self._execute(batch)
                 finally:
-                    for item in batch:
-                        self._add_bytes(item.tenant, -item.nbytes)
-                    if any(not is_background(item.tenant) for item in batch):
-                        self._last_foreground_done = time.perf_counter()
+                    self._batch_done(batch)
+            finally:
+                if foreground:
+                    self._foreground_running = False
+                    self._update_gate()
+
+    def _batch_done(self, batch: list[_Pending[T, R]]) -> None:
+        for item in batch:
+            self._add_bytes(item.tenant, -item.nbytes)
+        if any(not is_background(item.tenant) for item in batch):
+            self._last_foreground_done = time.perf_counter()
+
+    async def _run_background(self, batch: list[_Pending[T, R]]) -> None:
+        try:
+            await self._execute(batch, background=True)
+        finally:
+            self._batch_done(batch)
+            self._wakeup.set()  # the next background batch may go
+
+    async def _background_finished(self) -> None:
+        if self._background is not None:
+            await asyncio.gather(self._background, return_exceptions=True)
+            self._background = None
 
     async def _wait_for_fill(self) -> None:
         deadline = min(item.enqueued_at for item in self._pending.heads()) + self._max_wait_s
@@ -306,13 +362,16 @@ class DynamicBatcher(Generic[T, R]):
                 return
 
     async def _wait_for_idle_capacity(self) -> None:
-        """With only background items queued: wait until no online item is reserved or queued and the model
-        has been free of online batches for background_idle_s."""
-        while self._background_idle_s is not None and self._pending and not self._stopping:
-            if self._pending.foreground_size:
+        """With only background items queued: wait until no background batch is running (with a gate), no
+        online item is reserved or queued, and the model has been free of online batches for
+        background_idle_s."""
+        while self._pending and not self._stopping and not self._pending.foreground_size:
+            if self._background is not None and not self._background.done():
+                remaining: float | None = None  # the background batch running now: wait for it
+            elif self._background_idle_s is None:
                 return
-            if any(n > 0 for t, n in self._tenant_items.items() if not is_background(t)):
-                remaining: float | None = None  # an online request is decoding: wait for it
+            elif self._foreground_items > 0:
+                remaining = None  # an online request is decoding: wait for it
             else:
                 remaining = self._last_foreground_done + self._background_idle_s - time.perf_counter()
                 if remaining <= 0:
@@ -331,9 +390,11 @@ class DynamicBatcher(Generic[T, R]):
         return True
 
     def _take_batch(self) -> list[_Pending[T, R]]:
+        """The next batch: online items only, or (when none is queued) background items only."""
         batch: list[_Pending[T, R]] = []
         limit = self.batch_limit
-        while self._pending and len(batch) < limit:
+        foreground = self._pending.foreground_size > 0
+        while self._pending and len(batch) < limit and (self._pending.foreground_size > 0) == foreground:
             item = self._pending.pop()
             self._count_tenant(item.tenant, -1)
             if not item.future.done():  # skip items whose request was cancelled
@@ -342,12 +403,19 @@ class DynamicBatcher(Generic[T, R]):
                 self._add_bytes(item.tenant, -item.nbytes)
         return batch
 
-    async def _execute(self, batch: list[_Pending[T, R]]) -> None:
+    async def _execute(self, batch: list[_Pending[T, R]], *, background: bool = False) -> None:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         batch_id = next(self._batch_ids)
+        paused_s = 0.0
         try:
-            results = await loop.run_in_executor(self._executor, self._run_batch, [p.payload for p in batch])
+            call = functools.partial(self._run_batch, [p.payload for p in batch])
+            if background and self._gate is not None:
+                results, paused_s = await loop.run_in_executor(
+                    self._background_executor, self._gate.run_background, call
+                )
+            else:
+                results = await loop.run_in_executor(self._executor, call)
             if len(results) != len(batch):
                 raise RuntimeError(f"run_batch returned {len(results)} results for {len(batch)} items")
         except Exception as exc:  # noqa: BLE001 - any failure is isolated per item below, never lost
@@ -358,9 +426,11 @@ class DynamicBatcher(Generic[T, R]):
                 "%s batch of %d failed (%s); retrying items one by one", self.name, len(batch), exc
             )
             for item in batch:
-                await self._execute([item])
+                await self._execute([item], background=background)
             return
-        compute_s = time.perf_counter() - started
+        compute_s = (
+            time.perf_counter() - started - paused_s
+        )  # the model's time, not the pauses for online work
         per_item = compute_s / len(batch)
         self._item_s = per_item if self._item_s is None else 0.7 * self._item_s + 0.3 * per_item
         waits = [started - p.enqueued_at for p in batch]

@@ -17,6 +17,7 @@ import open_clip
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch.utils.hooks import RemovableHandle
 
 from clipserve.runtime.precision import (
     Precision,
@@ -159,6 +160,19 @@ class ClipRuntime:
             features = encode_text_truncated(self._model, ids[rows].to(self.device, non_blocking=True))
             out[rows] = F.normalize(features.float(), dim=-1).cpu()
         return _to_numpy(out)
+
+    def add_yield_points(self, yield_point: Callable[[], None]) -> list[RemovableHandle]:
+        """Call `yield_point()` before every transformer block's attention and MLP, in both towers (open_clip's
+        ResidualAttentionBlock and any block with `attn` and `mlp` children), so a background call can pause
+        between steps (runtime/foreground_gate.py). Returns the hooks' handles (remove them to take the points
+        away); none for a model without such blocks, whose calls then run whole."""
+        handles = []
+        for module in self._model.modules():
+            children = dict(module.named_children())
+            if "attn" in children and "mlp" in children:
+                for step in (children["attn"], children["mlp"]):
+                    handles.append(step.register_forward_pre_hook(lambda _module, _args: yield_point()))
+        return handles
 
     def warmup(self) -> None:
         """One forward pass per tower, so the first request does not pay for lazy initialisation."""
