@@ -1,7 +1,8 @@
 """The Batch API against online traffic: does a running batch slow online requests, and does a batch on an
 idle server go as fast as the best bulk /v1/embeddings requests? One server, one run.
 
-    python bench/batch_vs_online.py [--precision int8] [--seconds 15] [--rounds 3] [--clients 1] [--batch-images 240]
+    python bench/batch_vs_online.py [--precision int8] [--seconds 15] [--rounds 3] [--throughput-rounds 2]
+                                    [--clients 1] [--batch-images 240]
                                     [--line-items 1] [--bulk-sizes 8,32] [--architecture TINY.json]
                                     [--server-arg=--batch-lines-in-flight=4 ...]
 
@@ -15,7 +16,8 @@ with random weights; speed does not depend on the values), accounts off. Images 
   online with batch  the online row again while a large batch runs (its progress is checked first, so it is
                      running; cancelled afterwards): p50/p99 and the p99 ratio to quiet (goal <= 1.20); the
                      batch's images/s meanwhile
-The two online rows alternate for --rounds rounds (quiet, then with a batch) and each pools its rounds, so a
+The throughput rows alternate for --throughput-rounds rounds (their rates averaged), and the two online rows
+for --rounds rounds (quiet, then with a batch) and each pools its rounds, so a
 slow minute of a shared machine lands in both rows rather than in one; a p99 over ~600 requests is their 6th
 slowest.
 """
@@ -159,6 +161,9 @@ def main() -> None:
     parser.add_argument("--precision", default="int8")
     parser.add_argument("--seconds", type=float, default=15.0, help="each online run")
     parser.add_argument("--rounds", type=int, default=3, help="quiet / with-a-batch rounds")
+    parser.add_argument(
+        "--throughput-rounds", type=int, default=2, help="bulk / idle-batch rounds (rates averaged)"
+    )
     parser.add_argument("--clients", type=int, default=1, help="concurrent online clients")
     parser.add_argument("--batch-images", type=int, default=240, help="images in the idle-server batch")
     parser.add_argument("--line-items", type=int, default=1, help="images per batch line")
@@ -175,19 +180,22 @@ def main() -> None:
         try:
             with httpx.Client(base_url=base, timeout=600) as http:
                 online_run(base, images, args.clients, 2.0)  # warm-up
-                bulk = {
-                    size: bulk_run(base, images, size, args.batch_images)
-                    for size in map(int, args.bulk_sizes.split(","))
-                }
-
-                batch = create_batch(http, images, args.batch_images, args.line_items)
-                started = time.perf_counter()
-                while batch["status"] not in ENDED:
-                    time.sleep(0.1)
-                    batch = poll(http, batch["id"])
-                idle_seconds = time.perf_counter() - started
-                assert batch["status"] == "completed", batch
-                idle_rate = batch["request_counts"]["completed"] * args.line_items / idle_seconds
+                sizes = list(map(int, args.bulk_sizes.split(",")))
+                bulk_rates: dict[int, list[float]] = {size: [] for size in sizes}
+                idle_rates: list[float] = []
+                for _ in range(args.throughput_rounds):  # alternated, like the online rows
+                    for size in sizes:
+                        bulk_rates[size].append(bulk_run(base, images, size, args.batch_images))
+                    batch = create_batch(http, images, args.batch_images, args.line_items)
+                    started = time.perf_counter()
+                    while batch["status"] not in ENDED:
+                        time.sleep(0.1)
+                        batch = poll(http, batch["id"])
+                    idle_seconds = time.perf_counter() - started
+                    assert batch["status"] == "completed", batch
+                    idle_rates.append(batch["request_counts"]["completed"] * args.line_items / idle_seconds)
+                bulk = {size: sum(rates) / len(rates) for size, rates in bulk_rates.items()}
+                idle_rate = sum(idle_rates) / len(idle_rates)
 
                 quiet: list[float] = []
                 loaded: list[float] = []
@@ -232,7 +240,7 @@ def main() -> None:
     print(f"p99 with a batch / quiet: {p99_ratio:.2f}x (goal <= 1.20); p50 {p50_ratio:.2f}x")
     print(f"the batch meanwhile: {during_rate:.1f} images/s"
           f"{'' if still_running else ' (it ended before the online run did: make it larger)'}")  # fmt: skip
-    print("\nthroughput on an otherwise idle server")
+    print(f"\nthroughput on an otherwise idle server (mean of {args.throughput_rounds} alternated rounds)")
     for size, rate in bulk.items():
         print(f"bulk /v1/embeddings, {size:>3} images/request x 2 clients: {rate:>7.1f} images/s")
     best = max(bulk.values())

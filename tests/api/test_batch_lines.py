@@ -171,26 +171,24 @@ async def test_every_output_line_equals_the_online_answer_for_the_same_body(
 async def test_batch_lines_wait_in_the_background_lane_of_the_model_queue(
     tiny_runtime: Any, tmp_path: Path
 ) -> None:
-    """While the model thread is busy, a batch's images are queued under the account's background tenant
-    (served only when no online request has items: runtime/fair_queue.py), not under the account itself."""
-    import threading
-
+    """While an online request holds items of the image queue (here: reserved, as while its images decode), a
+    batch's images are queued under the account's background tenant (served only when no online request has
+    items: runtime/fair_queue.py), not under the account itself, and run once the online request is done."""
     from clipserve.runtime.fair_queue import background_tenant
 
     create_key(tmp_path, credit="10")
     db = Database(f"sqlite:///{tmp_path / 'clipserve.db'}")
-    gate = threading.Event()
     try:
         async with running_app(tiny_runtime, tmp_path, batch_poll_s=0.05) as (_client, app):
             context = app.state.context
-            blocked = asyncio.get_running_loop().run_in_executor(context.compute_pool, gate.wait, 60)
+            online = context.queues.images.reserve(1, tenant="account:someone-online")
             store = BatchStore(db)
             with db.read() as conn:
                 account_id, key_id = conn.execute(select(api_keys.c.account_id, api_keys.c.id)).one()
             source = store.create_file(account_id, "in.jsonl", "batch", 1, "in")
             lines = [NewLine(i + 1, f"r{i}", json.dumps({"input": [{"image": IMAGE}]})) for i in range(4)]
-            store.create_batch(account_id, key_id, source.id, "/v1/embeddings", None, 4,
-                               store.clock() + timedelta(hours=1), lines=lines)  # fmt: skip
+            batch = store.create_batch(account_id, key_id, source.id, "/v1/embeddings", None, 4,
+                                       store.clock() + timedelta(hours=1), lines=lines)  # fmt: skip
             pending = context.queues.images._pending
             tenant = background_tenant(f"account:{account_id}")
             deadline = time.monotonic() + 60
@@ -198,10 +196,15 @@ async def test_batch_lines_wait_in_the_background_lane_of_the_model_queue(
                 assert time.monotonic() < deadline, "the batch's images never reached the image queue"
                 await asyncio.sleep(0.01)
             assert pending.tenant_size(f"account:{account_id}") == 0
-            gate.set()
-            await blocked
+            await asyncio.sleep(0.3)
+            assert (
+                store.get_batch(account_id, batch.id).completed == 0
+            )  # still waiting for the online request
+            online.release()
+            while store.get_batch(account_id, batch.id).completed < 4:
+                assert time.monotonic() < deadline, store.get_batch(account_id, batch.id)
+                await asyncio.sleep(0.05)
     finally:
-        gate.set()
         db.close()
 
 

@@ -109,6 +109,73 @@ def test_submit_wait_writes_the_online_answers_next_to_the_input(
     assert batch["request_counts"] == {"total": 3, "completed": 3, "failed": 0}
 
 
+IMAGE = data_uri(encode_image(gradient_image(40, 32, seed=3)))
+OTHER = data_uri(encode_image(gradient_image(36, 30, seed=4)))
+OTHER_BODIES = {
+    "/v1/classify": {
+        "two-images": {"input": [{"image": IMAGE}, {"image": OTHER}], "labels": ["cat", "dog", "car"]},
+        "hf-shape": {"inputs": IMAGE, "parameters": {"candidate_labels": ["cat", "dog"]}},
+    },
+    "/v1/rank": {
+        "mixed": {
+            "query": "a cat",
+            "documents": ["a cat", {"image": IMAGE}, "a car"],
+            "return_documents": True,
+        },
+        "top-1": {"query": {"image": IMAGE}, "documents": ["dog", "a gradient"], "top_n": 1},
+    },
+}
+
+
+@pytest.mark.parametrize("endpoint", sorted(OTHER_BODIES))
+def test_submit_wait_gives_the_online_answers_of_classify_and_rank(
+    endpoint: str, server: ServerProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bodies = OTHER_BODIES[endpoint]
+    source = _write(tmp_path / "requests.jsonl", [_line(k, v, endpoint) for k, v in bodies.items()])
+    code, _, err = _cli(capsys, "batch", "submit", str(source), "--endpoint", endpoint, "--wait",
+                        "--poll-s", "0.2", "--url", server.base_url)  # fmt: skip
+    assert code == 0, err
+    assert f"{len(bodies)} of {len(bodies)} requests succeeded, 0 failed" in err
+    results = _results(tmp_path / "requests.jsonl.out.jsonl")
+    with httpx.Client(base_url=server.base_url, timeout=GIVE_UP_S) as http:
+        for custom_id, body in bodies.items():
+            online = http.post(endpoint, json=body).json()
+            got = results[custom_id]["response"]["body"]
+            assert _scores(got) == pytest.approx(_scores(online), abs=1e-5), custom_id
+            assert _without_scores(got) == _without_scores(online), custom_id
+            if isinstance(online, dict):  # Hugging Face's shape is a bare list, without usage
+                # the prompt cache makes the second asker's label tokens cached ones: same tokens, another split
+                used, asked = got["usage"], online["usage"]
+                assert used.get("image_count") == asked.get("image_count"), custom_id
+                assert used["total_tokens"] + used.get("cached_tokens", 0) == asked[
+                    "total_tokens"
+                ] + asked.get("cached_tokens", 0), custom_id
+
+
+def _scores(body: Any) -> list[float]:
+    """Every float in the body, in order (classification probabilities, relevance scores)."""
+    if isinstance(body, dict):
+        return [x for key in sorted(body) for x in _scores(body[key])]
+    if isinstance(body, list):
+        return [x for value in body for x in _scores(value)]
+    return [body] if isinstance(body, float) else []
+
+
+def _without_scores(body: Any) -> Any:
+    """The body with its floats blanked and without per-response ids and usage: labels, indices, order,
+    documents."""
+    if isinstance(body, dict):
+        return {
+            key: _without_scores(value)
+            for key, value in body.items()
+            if key not in ("id", "created", "usage")
+        }
+    if isinstance(body, list):
+        return [_without_scores(value) for value in body]
+    return None if isinstance(body, float) else body
+
+
 def test_a_failed_line_goes_to_the_error_file_and_exits_1(
     server: ServerProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -13,7 +13,8 @@ from clipserve.api.endpoint_calls import prepare_line
 from clipserve.api.errors import error_answer
 from clipserve.errors import NotFoundError
 from clipserve.service.batch_files import FileStorage
-from clipserve.service.batch_runner import BatchRunner, LineCalls, RunnerSettings, output_file_id
+from clipserve.service.batch_output import output_file_id
+from clipserve.service.batch_runner import BatchRunner, LineCalls, RunnerSettings
 from clipserve.service.pricing import PriceTable
 from clipserve.store.batch_records import BatchRecord
 from clipserve.store.batches import BatchStore

@@ -19,8 +19,9 @@ from clipserve.config import Settings
 from clipserve.errors import InvalidRequestError, NotFoundError, ServiceUnavailableError
 from clipserve.service.auth import Caller
 from clipserve.service.batch_files import FileStorage, UploadLimits, store_upload
+from clipserve.store.batch_file_rows import new_file_id
 from clipserve.store.batch_records import FileRecord
-from clipserve.store.batches import BatchStore, new_file_id
+from clipserve.store.batches import BatchStore
 
 router = APIRouter(
     tags=["batch"], responses={code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 429, 503)}

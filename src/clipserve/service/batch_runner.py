@@ -17,7 +17,8 @@ its error file. Lines of other processes are not counted, so replicas may take a
 worth below zero at most.
 
 A batch whose lines are all answered, that was cancelled, or that expired is finalized by one instance
-(BatchStore.claim_finalize, leased too): its answers become the output and error JSONL files.
+(BatchStore.claim_finalize, leased too): its answers become the output and error JSONL files
+(service/batch_output.py).
 """
 
 from __future__ import annotations
@@ -25,27 +26,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import json
 import logging
 import secrets
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import false, select
-
 from clipserve.errors import InsufficientQuotaError, ServiceOverloadedError
 from clipserve.runtime.fair_queue import background_tenant
+from clipserve.service.batch_output import OutputFiles, output_line, write_batch_files
 from clipserve.service.pricing import PriceTable, Usage, micros_to_dollars
 from clipserve.store.accounts import AccountStore
-from clipserve.store.batch_records import BatchRecord, LineClaim
+from clipserve.store.batch_records import LineClaim
 from clipserve.store.batches import BatchStore, line_charge_id
 from clipserve.store.ledger import Charge
-from clipserve.store.schema import batch_lines
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -63,15 +61,6 @@ class PreparedLike(Protocol):
     def bound(self) -> Usage: ...
     @property
     def produce(self) -> Callable[[], Awaitable[AnswerLike]]: ...
-
-
-class OutputFiles(Protocol):
-    """Where a finalized batch's output and error files go (service/batch_files.py)."""
-
-    def write_output(self, batch: BatchRecord, kind: str, chunks: Iterable[bytes]) -> str | None:
-        """Store the chunks as the batch's `kind` ("output" or "error") file; returns its file id, or None
-        when there were no bytes (no file)."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -103,45 +92,6 @@ def batch_prices(prices: PriceTable, discount: Decimal) -> PriceTable:
     return replace(
         prices, per_1k_images=prices.per_1k_images * keep, per_1m_tokens=prices.per_1m_tokens * keep
     )
-
-
-EXPIRED_MESSAGE = "This request could not be executed before the completion window expired."
-
-
-def output_line(claim: LineClaim, request_id: str, status: int | None, body: Any, error: Any = None) -> str:
-    """An output/error file line, OpenAI's shape."""
-    response = None if status is None else {"status_code": status, "request_id": request_id, "body": body}
-    return _line_json(claim.custom_id, response, error)
-
-
-def _line_json(custom_id: str, response: Any, error: Any) -> str:
-    return json.dumps(
-        {
-            "id": f"batch_req_{secrets.token_hex(16)}",
-            "custom_id": custom_id,
-            "response": response,
-            "error": error,
-        },
-        separators=(",", ":"),
-    )
-
-
-def _unanswered(
-    store: BatchStore, batch_id: str, after_line: int, limit: int = 1000
-) -> list[tuple[int, str]]:
-    """(line, custom_id) of the lines never answered, in line order (an expired batch's error file)."""
-    with store.db.read() as conn:
-        rows = conn.execute(
-            select(batch_lines.c.line, batch_lines.c.custom_id)
-            .where(
-                batch_lines.c.batch_id == batch_id,
-                batch_lines.c.answered == false(),
-                batch_lines.c.line > after_line,
-            )
-            .order_by(batch_lines.c.line)
-            .limit(limit)
-        ).all()
-    return [(int(line), str(custom_id)) for line, custom_id in rows]
 
 
 class BatchRunner:
@@ -424,7 +374,7 @@ class BatchRunner:
             return False
         self._stop_batch(batch.id)
         try:
-            output, errors = await self._store(lambda: self._files_of(batch))
+            output, errors = await self._store(lambda: write_batch_files(self.store, self.files, batch))
             finalized = await self._store(
                 lambda: self.store.finalize(batch.id, output, errors, batch.finalize_to or "completed")
             )
@@ -433,33 +383,6 @@ class BatchRunner:
         except Exception:  # the finalize lease runs out and it is tried again
             logger.exception("batch %s: finalizing failed; will retry", batch.id)
         return True
-
-    def _files_of(self, batch: BatchRecord) -> tuple[str | None, str | None]:
-        """Write the output file (200s) and the error file (the rest; for an expired batch also its lines never
-        run, as OpenAI writes them: no response, error code batch_expired), streamed page by page."""
-        expired = batch.finalize_to == "expired"
-        return (
-            self.files.write_output(batch, "output", self._answers(batch.id, succeeded=True)),
-            self.files.write_output(batch, "error", self._errors(batch.id, expired)),
-        )
-
-    def _answers(self, batch_id: str, *, succeeded: bool) -> Iterator[bytes]:
-        after = 0
-        while page := self.store.answers(batch_id, after_line=after):
-            chunk = [answer.result_json for answer in page if answer.succeeded == succeeded]
-            if chunk:
-                yield _jsonl(chunk)
-            after = page[-1].line
-
-    def _errors(self, batch_id: str, expired: bool) -> Iterator[bytes]:
-        yield from self._answers(batch_id, succeeded=False)
-        if not expired:
-            return
-        error = {"code": "batch_expired", "message": EXPIRED_MESSAGE}
-        after = 0
-        while page := _unanswered(self.store, batch_id, after):
-            yield _jsonl([_line_json(custom_id, None, error) for _, custom_id in page])
-            after = page[-1][0]
 
     def _store_call_done(self, future: asyncio.Future[Any]) -> None:
         self._in_store.discard(future)
@@ -471,13 +394,3 @@ class BatchRunner:
         self._in_store.add(future)
         future.add_done_callback(self._store_call_done)
         return await asyncio.shield(future)  # a cancelled caller leaves the call running, and in _in_store
-
-
-def _jsonl(lines: Iterable[str]) -> bytes:
-    return "".join(f"{line}\n" for line in lines).encode()
-
-
-def output_file_id(batch_id: str, kind: str) -> str:
-    """The id of a batch's output or error file: the same on every try, so a finalize that is redone after a
-    crash replaces its file instead of leaving a second one."""
-    return f"file-{hashlib.sha256(f'{batch_id}:{kind}'.encode()).hexdigest()[:24]}"

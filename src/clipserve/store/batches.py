@@ -1,4 +1,5 @@
-"""The Batch API's rows (issue 13): files, batches and their lines, with leases and exactly-once answers.
+"""The Batch API's rows (issue 13): batches and their lines, with leases and exactly-once answers (files:
+store/batch_file_rows.py).
 
 Lines are the unit of work. `claim_work` leases a few unanswered lines of one in_progress batch to an
 instance (FOR UPDATE SKIP LOCKED on Postgres, so replicas never wait on each other's claims; SQLite's
@@ -21,44 +22,36 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Connection,
-    Table,
     and_,
-    delete,
     exists,
     false,
     func,
     insert,
     or_,
     select,
-    text,
     true,
     update,
 )
 
-from clipserve.errors import BatchQuotaError, ConflictError, InvalidRequestError, NotFoundError
-from clipserve.store.accounts import Clock, lock_account, utc_now
+from clipserve.errors import BatchQuotaError, ConflictError, NotFoundError
+from clipserve.store.accounts import lock_account
+from clipserve.store.batch_file_rows import FileRows, owned, page
 from clipserve.store.batch_records import (
     ACTIVE,
     Answer,
     BatchRecord,
-    FileRecord,
     LineClaim,
     LineError,
     NewLine,
     Page,
 )
-from clipserve.store.database import Database
 from clipserve.store.ledger import Charge, record_charge
-from clipserve.store.schema import batch_files, batch_lines, batches
+from clipserve.store.schema import batch_lines, batches
 
 FINAL_STATUSES = ("completed", "cancelled", "expired")
 _RUNNING = ("validating", "in_progress", "finalizing", "cancelling")
 _CANDIDATE_BATCHES = 8  # batches looked at per claim; all of their free lines may be locked by other claims
 _INSERT_CHUNK = 1000
-
-
-def new_file_id() -> str:
-    return f"file-{secrets.token_hex(12)}"
 
 
 def new_batch_id() -> str:
@@ -74,11 +67,6 @@ class _Refused(Exception):
     """Rolls answer_line's transaction back: the line was answered already, or the batch stopped."""
 
 
-def _owned(table: Table, account_id: int | None) -> ColumnElement[bool]:
-    column = table.c.account_id
-    return column.is_(None) if account_id is None else column == account_id
-
-
 def _open_line(now: datetime) -> ColumnElement[bool]:
     """An unanswered line whose claim is free or has run out."""
     return and_(
@@ -87,107 +75,8 @@ def _open_line(now: datetime) -> ColumnElement[bool]:
     )
 
 
-class BatchStore:
-    def __init__(self, db: Database, clock: Clock = utc_now) -> None:
-        self.db = db
-        self.clock = clock
-
-    # files
-
-    def create_file(
-        self,
-        account_id: int | None,
-        filename: str,
-        purpose: str,
-        bytes: int,
-        storage_key: str,
-        *,
-        expires_at: datetime | None = None,
-        file_id: str | None = None,
-        max_account_bytes: int | None = None,
-    ) -> FileRecord:
-        """A file's row; with `max_account_bytes`, the account's files (this one included) must fit it, checked
-        under a per-account lock so concurrent uploads cannot pass it together (BatchQuotaError)."""
-        record = FileRecord(
-            file_id or new_file_id(),
-            account_id,
-            filename,
-            purpose,
-            bytes,
-            storage_key,
-            self.clock(),
-            expires_at,
-        )
-        with self.db.write() as conn:
-            if max_account_bytes is not None:
-                self._lock_account_batches(conn, account_id)
-                held = conn.execute(
-                    select(func.coalesce(func.sum(batch_files.c.bytes), 0)).where(
-                        _owned(batch_files, account_id)
-                    )
-                ).scalar_one()
-                if int(held) + bytes > max_account_bytes:
-                    raise BatchQuotaError(
-                        f"this account holds {int(held)} bytes of files; this one ({bytes} bytes) would pass its "
-                        f"quota of {max_account_bytes}: delete files first",
-                        param="file", code="file_storage_quota_exceeded",
-                    )  # fmt: skip
-            conn.execute(insert(batch_files).values(**record.__dict__))
-        return record
-
-    def _lock_account_batches(self, conn: Connection, account_id: int | None) -> None:
-        """Serialize an account's quota checks with their inserts (SQLite's BEGIN IMMEDIATE already does)."""
-        if not self.db.is_sqlite:
-            conn.execute(
-                text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"batches:{account_id}"}
-            )
-
-    def get_file(self, account_id: int | None, file_id: str) -> FileRecord:
-        """The caller's file; another account's is reported exactly as a missing one."""
-        with self.db.read() as conn:
-            row = (
-                conn.execute(
-                    select(batch_files).where(batch_files.c.id == file_id, _owned(batch_files, account_id))
-                )
-                .mappings()
-                .first()
-            )
-        if row is None:
-            raise NotFoundError(f"No such File object: {file_id}", param="file_id")
-        return FileRecord(**row)
-
-    def list_files(
-        self, account_id: int | None, after: str | None, limit: int, purpose: str | None = None
-    ) -> Page[FileRecord]:
-        conditions = [_owned(batch_files, account_id)]
-        if purpose is not None:
-            conditions.append(batch_files.c.purpose == purpose)
-        with self.db.read() as conn:
-            rows = _page(conn, batch_files, conditions, account_id, after, limit)
-        return Page([FileRecord(**row) for row in rows[:limit]], len(rows) > limit)
-
-    def delete_file(self, account_id: int | None, file_id: str) -> FileRecord:
-        """Forget the file's row and return it (the caller deletes its bytes); 404 if not the caller's."""
-        record = self.get_file(account_id, file_id)
-        with self.db.write() as conn:
-            deleted = conn.execute(
-                delete(batch_files).where(batch_files.c.id == file_id, _owned(batch_files, account_id))
-            ).rowcount
-        if not deleted:
-            raise NotFoundError(f"No such File object: {file_id}", param="file_id")
-        return record
-
-    def expired_files(self, now: datetime | None = None, limit: int = 1000) -> list[FileRecord]:
-        """Files past their retention (expires_at), oldest first; delete each with delete_file."""
-        now = now or self.clock()
-        with self.db.read() as conn:
-            rows = conn.execute(
-                select(batch_files)
-                .where(batch_files.c.expires_at.is_not(None), batch_files.c.expires_at <= now)
-                .order_by(batch_files.c.expires_at)
-                .limit(limit)
-            ).mappings()
-            return [FileRecord(**row) for row in rows]
+class BatchStore(FileRows):
+    """Batches and their lines (and, from FileRows, the files they read and write)."""
 
     # batches
 
@@ -222,11 +111,11 @@ class BatchStore:
         }  # fmt: skip
         with self.db.write() as conn:
             if max_active is not None and not failed:
-                self._lock_account_batches(conn, account_id)
+                self.lock_account_batches(conn, account_id)
                 running = conn.execute(
                     select(func.count())
                     .select_from(batches)
-                    .where(_owned(batches, account_id), batches.c.status.in_(_RUNNING))
+                    .where(owned(batches, account_id), batches.c.status.in_(_RUNNING))
                 ).scalar_one()
                 if int(running) >= max_active:
                     raise BatchQuotaError(
@@ -247,11 +136,11 @@ class BatchStore:
     def get_batch(self, account_id: int | None, batch_id: str) -> BatchRecord:
         """The caller's batch; another account's is reported exactly as a missing one."""
         with self.db.read() as conn:
-            return _batch(conn, batch_id, _owned(batches, account_id))
+            return _batch(conn, batch_id, owned(batches, account_id))
 
     def list_batches(self, account_id: int | None, after: str | None, limit: int) -> Page[BatchRecord]:
         with self.db.read() as conn:
-            rows = _page(conn, batches, [_owned(batches, account_id)], account_id, after, limit)
+            rows = page(conn, batches, [owned(batches, account_id)], account_id, after, limit)
         return Page([_record(row) for row in rows[:limit]], len(rows) > limit)
 
     def request_cancel(self, account_id: int | None, batch_id: str) -> BatchRecord:
@@ -259,7 +148,7 @@ class BatchStore:
         batch that is cancelling or cancelled again is harmless; any other status is a 409."""
         now = self.clock()
         with self.db.write() as conn:
-            current = _batch(conn, batch_id, _owned(batches, account_id))
+            current = _batch(conn, batch_id, owned(batches, account_id))
             if current.status in ACTIVE:
                 conn.execute(
                     update(batches)
@@ -495,29 +384,3 @@ def _record(row: Any) -> BatchRecord:
         errors=None if errors is None else [LineError(**e) for e in json.loads(errors)],
         metadata=None if metadata is None else json.loads(metadata),
     )
-
-
-def _page(
-    conn: Connection,
-    table: Table,
-    conditions: list[ColumnElement[bool]],
-    account_id: int | None,
-    after: str | None,
-    limit: int,
-) -> list[Any]:
-    """limit + 1 rows, newest first, after the row `after` (one of the caller's)."""
-    if after is not None:
-        anchor = conn.execute(
-            select(table.c.created_at).where(table.c.id == after, _owned(table, account_id))
-        ).first()
-        if anchor is None:
-            raise InvalidRequestError(f"no object with id {after!r} to list after", param="after")
-        conditions = [
-            *conditions,
-            or_(
-                table.c.created_at < anchor[0],
-                and_(table.c.created_at == anchor[0], table.c.id < after),
-            ),
-        ]
-    query = select(table).where(*conditions).order_by(table.c.created_at.desc(), table.c.id.desc())
-    return list(conn.execute(query.limit(limit + 1)).mappings())
