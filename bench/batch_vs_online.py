@@ -2,14 +2,17 @@
 idle server go as fast as the best bulk /v1/embeddings requests? One server, one run.
 
     python bench/batch_vs_online.py [--precision int8] [--seconds 15] [--rounds 3] [--throughput-rounds 2]
-                                    [--clients 1] [--batch-images 240]
+                                    [--clients 1] [--think-ms 0] [--batch-images 240]
                                     [--line-items 1] [--bulk-sizes 8,32] [--architecture TINY.json]
                                     [--server-arg=--batch-lines-in-flight=4 ...]
 
 One real server process (full-size ViT-B-32 with seeded random weights, or --architecture for a small config
 with random weights; speed does not depend on the values), accounts off. Images are the skimage photos as
 640x480 JPEGs, sent as base64. Rows:
-  online quiet       --clients concurrent clients, one image per request, for --seconds: p50/p99 ms
+  online quiet       --clients concurrent clients, one image per request, for --seconds: p50/p99 ms (each
+                     client sends its next request --think-ms after an answer: 0, back to back, keeps the
+                     server busy; with a pause, the batch runs in the gaps and online requests arrive while
+                     batch items are in the model)
   bulk               /v1/embeddings with --bulk-sizes images per request, 2 concurrent clients: images/s
   batch, idle        a batch of --batch-images images (--line-items per line) on the otherwise idle server,
                      from create until completed: images/s, and its ratio to the best bulk row (goal >= 0.90)
@@ -73,8 +76,11 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1000
 
 
-def online_run(base: str, images: list[str], clients: int, seconds: float) -> list[float]:
-    """Latencies (s) of `clients` concurrent clients sending one-image requests for `seconds`."""
+def online_run(
+    base: str, images: list[str], clients: int, seconds: float, think_s: float = 0.0
+) -> list[float]:
+    """Latencies (s) of `clients` concurrent clients sending one-image requests for `seconds`, each waiting
+    `think_s` after an answer before its next request."""
     latencies: list[float] = []
     lock = threading.Lock()
     stop_at = time.perf_counter() + seconds
@@ -89,6 +95,7 @@ def online_run(base: str, images: list[str], clients: int, seconds: float) -> li
                 with lock:
                     latencies.append(time.perf_counter() - started)
                 i += 1
+                time.sleep(think_s)
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     for thread in threads:
@@ -165,6 +172,12 @@ def main() -> None:
         "--throughput-rounds", type=int, default=2, help="bulk / idle-batch rounds (rates averaged)"
     )
     parser.add_argument("--clients", type=int, default=1, help="concurrent online clients")
+    parser.add_argument(
+        "--think-ms",
+        type=float,
+        default=0.0,
+        help="each online client's pause between an answer and its next request",
+    )
     parser.add_argument("--batch-images", type=int, default=240, help="images in the idle-server batch")
     parser.add_argument("--line-items", type=int, default=1, help="images per batch line")
     parser.add_argument("--bulk-sizes", default="8,32", help="images per bulk /v1/embeddings request")
@@ -202,7 +215,7 @@ def main() -> None:
                 during: list[float] = []
                 still_running = True
                 for _ in range(args.rounds):
-                    quiet += online_run(base, images, args.clients, args.seconds)
+                    quiet += online_run(base, images, args.clients, args.seconds, args.think_ms / 1000)
                     # a batch large enough to outlast the online run at the idle rate, twice over
                     large = create_batch(http, images, int(idle_rate * args.seconds * 2) + 1, args.line_items)
                     while answered(large) == 0:  # it is running before the clock starts
@@ -210,7 +223,7 @@ def main() -> None:
                         time.sleep(0.1)
                         large = poll(http, large["id"])
                     before, began = answered(large), time.perf_counter()
-                    loaded += online_run(base, images, args.clients, args.seconds)
+                    loaded += online_run(base, images, args.clients, args.seconds, args.think_ms / 1000)
                     large = poll(http, large["id"])
                     during.append(
                         (answered(large) - before) * args.line_items / (time.perf_counter() - began)
@@ -228,7 +241,8 @@ def main() -> None:
     flags = f", server flags: {' '.join(args.server_arg)}" if args.server_arg else ""
     print(f"# {cpu_description()}, torch {torch.__version__}, {model} {args.precision}, 640x480 JPEGs{flags}")
     print(
-        f"online: {args.clients} client(s), one image per request, {args.rounds} rounds of {args.seconds:g} s per row"
+        f"online: {args.clients} client(s), one image per request, {args.think_ms:g} ms between an answer and the "
+        f"next request, {args.rounds} rounds of {args.seconds:g} s per row"
     )
     print(f"{'row':22} {'requests':>8} {'p50 ms':>8} {'p99 ms':>8}")
     for name, samples in (("online quiet", quiet), ("online with a batch", loaded)):
