@@ -148,7 +148,8 @@ class DynamicBatcher(Generic[T, R]):
         self._activity = activity
         # Background (Batch API) items run only on idle capacity: while no online item is reserved or queued and
         # at least this long after the last online batch ended, so an online client's next request (a round
-        # trip away) finds the model free instead of behind a background batch that cannot be interrupted.
+        # trip away) finds the model free instead of behind a background batch (which, without a gate, cannot be
+        # interrupted; with one, it steps aside at its next yield point).
         self._background_idle_s = background_idle_s
         self._last_foreground_done = float("-inf")
         # With a gate and an executor of their own, background batches run beside the online ones and pause at

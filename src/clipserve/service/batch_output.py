@@ -9,11 +9,8 @@ import secrets
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
-from sqlalchemy import false, select
-
 from clipserve.store.batch_records import BatchRecord, LineClaim
 from clipserve.store.batches import BatchStore
-from clipserve.store.schema import batch_lines
 
 
 class OutputFiles(Protocol):
@@ -46,22 +43,6 @@ def line_json(custom_id: str, response: Any, error: Any) -> str:
     )
 
 
-def unanswered(store: BatchStore, batch_id: str, after_line: int, limit: int = 1000) -> list[tuple[int, str]]:
-    """(line, custom_id) of the lines never answered, in line order (an expired batch's error file)."""
-    with store.db.read() as conn:
-        rows = conn.execute(
-            select(batch_lines.c.line, batch_lines.c.custom_id)
-            .where(
-                batch_lines.c.batch_id == batch_id,
-                batch_lines.c.answered == false(),
-                batch_lines.c.line > after_line,
-            )
-            .order_by(batch_lines.c.line)
-            .limit(limit)
-        ).all()
-    return [(int(line), str(custom_id)) for line, custom_id in rows]
-
-
 def write_batch_files(
     store: BatchStore, files: OutputFiles, batch: BatchRecord
 ) -> tuple[str | None, str | None]:
@@ -89,7 +70,7 @@ def _errors(store: BatchStore, batch_id: str, expired: bool) -> Iterator[bytes]:
         return
     error = {"code": "batch_expired", "message": EXPIRED_MESSAGE}
     after = 0
-    while page := unanswered(store, batch_id, after):
+    while page := store.unanswered(batch_id, after):
         yield _jsonl([line_json(custom_id, None, error) for _, custom_id in page])
         after = page[-1][0]
 

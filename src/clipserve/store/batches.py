@@ -302,6 +302,22 @@ class BatchStore(FileRows):
             ).all()
         return [Answer(line, status, result or "") for line, status, result in rows]
 
+    def unanswered(self, batch_id: str, after_line: int = 0, limit: int = 1000) -> list[tuple[int, str]]:
+        """(line, custom_id) of the lines never answered after `after_line`, in line order (an expired batch's
+        error file)."""
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(batch_lines.c.line, batch_lines.c.custom_id)
+                .where(
+                    batch_lines.c.batch_id == batch_id,
+                    batch_lines.c.answered == false(),
+                    batch_lines.c.line > after_line,
+                )
+                .order_by(batch_lines.c.line)
+                .limit(limit)
+            ).all()
+        return [(int(line), str(custom_id)) for line, custom_id in rows]
+
     # finalizing
 
     def claim_finalize(self, instance_id: str, lease_s: float) -> BatchRecord | None:
