@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import io
 import json
 import signal
 import subprocess
@@ -42,22 +41,14 @@ from typing import Any
 
 import httpx
 import torch
-from PIL import Image, ImageOps
 
-from common import cpu_description, photo_paths, wait_until_ready, write_random_vit_b32
+from common import closed_loop_latencies, cpu_description, photo_paths, wait_until_ready, write_random_vit_b32
+from embed_throughput import free_port, jpeg_640x480
 
 ENDED = {"completed", "failed", "expired", "cancelled"}
 
 
-def jpeg_640x480_base64(path: Path) -> str:
-    buffer = io.BytesIO()
-    ImageOps.fit(Image.open(path).convert("RGB"), (640, 480)).save(buffer, "JPEG", quality=90)
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
 def start_server(args: argparse.Namespace, data_dir: str) -> tuple[subprocess.Popen[bytes], str]:
-    from embed_throughput import free_port
-
     port = free_port()
     if args.architecture:
         model = ["--weights", "random", "--architecture", args.architecture]
@@ -81,28 +72,8 @@ def online_run(
 ) -> list[float]:
     """Latencies (s) of `clients` concurrent clients sending one-image requests for `seconds`, each waiting
     `think_s` after an answer before its next request."""
-    latencies: list[float] = []
-    lock = threading.Lock()
-    stop_at = time.perf_counter() + seconds
-
-    def client(index: int) -> None:
-        with httpx.Client(base_url=base, timeout=600) as http:
-            i = index
-            while time.perf_counter() < stop_at:
-                body = {"input": [{"image": images[i % len(images)]}], "encoding_format": "base64"}
-                started = time.perf_counter()
-                http.post("/v1/embeddings", json=body).raise_for_status()
-                with lock:
-                    latencies.append(time.perf_counter() - started)
-                i += 1
-                time.sleep(think_s)
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return latencies
+    bodies = [{"input": [{"image": image}], "encoding_format": "base64"} for image in images]
+    return closed_loop_latencies(base, bodies, clients, seconds, think_s)
 
 
 def bulk_run(base: str, images: list[str], size: int, total_images: int, clients: int = 2) -> float:
@@ -186,7 +157,7 @@ def main() -> None:
         "--server-arg", action="append", default=[], help="a `clipserve serve` flag (repeatable)"
     )
     args = parser.parse_args()
-    images = [jpeg_640x480_base64(p) for p in photo_paths()]
+    images = [base64.b64encode(jpeg_640x480(p)).decode() for p in photo_paths()]
 
     with tempfile.TemporaryDirectory() as data_dir:
         server, base = start_server(args, data_dir)

@@ -9,6 +9,7 @@ import asyncio
 import platform
 import statistics
 import subprocess
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -94,3 +95,32 @@ async def ready_app_client(app: Any, timeout_s: float = 30) -> AsyncIterator[htt
                 raise SystemExit(f"the app was not ready in {timeout_s:.0f} s")
             await asyncio.sleep(0.05)
         yield client
+
+
+def closed_loop_latencies(
+    base: str, bodies: list[dict[str, Any]], clients: int, seconds: float, think_s: float = 0.0
+) -> list[float]:
+    """Latencies (s) of `clients` concurrent clients POSTing /v1/embeddings for `seconds`, each sending its next
+    body (round robin over `bodies`, client i starting at body i) `think_s` after its last answer."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop_at = time.perf_counter() + seconds
+
+    def client(index: int) -> None:
+        with httpx.Client(base_url=base, timeout=600) as http:
+            i = index
+            while time.perf_counter() < stop_at:
+                started = time.perf_counter()
+                http.post("/v1/embeddings", json=bodies[i % len(bodies)]).raise_for_status()
+                with lock:
+                    latencies.append(time.perf_counter() - started)
+                i += 1
+                if think_s:
+                    time.sleep(think_s)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies

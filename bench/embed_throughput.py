@@ -22,11 +22,9 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import httpx
 import open_clip
 import torch
 import torch.nn.functional as F
@@ -35,7 +33,7 @@ from PIL import Image, ImageOps
 from clipserve.config import Settings
 from clipserve.runtime.images import decode_image
 from clipserve.runtime.model import ClipRuntime, RuntimeSpec
-from common import cpu_description, timed, wait_until_ready, write_random_vit_b32
+from common import closed_loop_latencies, cpu_description, timed, wait_until_ready, write_random_vit_b32
 from common import photo_paths as photos
 
 CLASSES = ["cat", "dog", "rocket", "coffee cup", "astronaut", "horse", "camera", "tree"]
@@ -75,27 +73,8 @@ def http_run(
                 {"input": [{"image": base64.b64encode(j).decode()}], "encoding_format": "base64"}
                 for j in jpegs
             ]
-            latencies: list[float] = []
-            lock = threading.Lock()
-            stop_at = time.perf_counter() + seconds
-
-            def client(index: int) -> None:
-                with httpx.Client(base_url=base, timeout=60) as session:
-                    i = index
-                    while time.perf_counter() < stop_at:
-                        started = time.perf_counter()
-                        response = session.post("/v1/embeddings", json=bodies[i % len(bodies)])
-                        response.raise_for_status()
-                        with lock:
-                            latencies.append(time.perf_counter() - started)
-                        i += 1
-
             started = time.perf_counter()
-            threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            latencies = closed_loop_latencies(base, bodies, clients, seconds)
             elapsed = time.perf_counter() - started
         finally:
             server.send_signal(signal.SIGTERM)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, Field, StringConstraints
 
@@ -17,6 +18,15 @@ MetadataValue = Annotated[str, StringConstraints(max_length=512)]
 
 def unix(moment: datetime | None) -> int | None:
     return None if moment is None else int(moment.timestamp())
+
+
+class _ListOf(BaseModel):
+    """`of(data, has_more)` for OpenAI's cursor lists: first_id and last_id are the page's ends."""
+
+    @classmethod
+    def of(cls, data: Sequence[FileObject] | Sequence[BatchObject], has_more: bool) -> Self:
+        first, last = (data[0].id, data[-1].id) if data else (None, None)
+        return cls.model_validate({"data": data, "first_id": first, "last_id": last, "has_more": has_more})
 
 
 class FileObject(BaseModel):
@@ -38,7 +48,7 @@ class FileObject(BaseModel):
         )  # fmt: skip
 
 
-class FileList(BaseModel):
+class FileList(_ListOf):
     object: Literal["list"] = "list"
     data: list[FileObject]
     first_id: str | None
@@ -118,7 +128,7 @@ class BatchObject(BaseModel):
         )  # fmt: skip
 
 
-class BatchList(BaseModel):
+class BatchList(_ListOf):
     object: Literal["list"] = "list"
     data: list[BatchObject]
     first_id: str | None

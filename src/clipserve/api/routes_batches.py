@@ -115,11 +115,7 @@ async def list_batches(
 ) -> BatchList:
     store, _ = batch_parts(request)
     page = await run_store(request, lambda: store.list_batches(account_of(caller), after, limit))
-    data = [BatchObject.of(record) for record in page.items]
-    return BatchList(
-        data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None,
-        has_more=page.has_more,
-    )  # fmt: skip
+    return BatchList.of([BatchObject.of(record) for record in page.items], page.has_more)
 
 
 @router.get("/v1/batches/{batch_id}", response_model=BatchObject)

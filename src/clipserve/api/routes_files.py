@@ -105,11 +105,7 @@ async def list_files(
 ) -> FileList:
     store, _ = batch_parts(request)
     page = await run_store(request, lambda: store.list_files(account_of(caller), after, limit, purpose))
-    data = [FileObject.of(record) for record in page.items]
-    return FileList(
-        data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None,
-        has_more=page.has_more,
-    )  # fmt: skip
+    return FileList.of([FileObject.of(record) for record in page.items], page.has_more)
 
 
 async def _file(request: Request, caller: Caller, file_id: str) -> FileRecord:
