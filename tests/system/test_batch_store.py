@@ -191,6 +191,9 @@ def test_a_line_is_answered_and_charged_once(store: BatchStore, database: Databa
     assert [(a.line, a.status_code, a.result_json, a.succeeded) for a in store.answers(batch_id)] == [
         (1, 200, '{"a": 1}', True), (2, 400, '{"e": 1}', False),
     ]  # fmt: skip
+    assert store.answer_line(batch_id, 3, '{"q": 1}', None, None)  # no response (insufficient_quota)
+    assert [a.line for a in store.answers(batch_id, succeeded=True)] == [1]
+    assert [a.line for a in store.answers(batch_id, succeeded=False)] == [2, 3]
 
 
 def test_racing_answers_to_one_line_charge_once(

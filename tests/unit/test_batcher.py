@@ -437,3 +437,24 @@ async def test_an_online_request_that_gives_up_before_submitting_lets_the_paused
         slot.release()  # the online request gave up before submitting: the gate opens
     assert (await item).value == 10_000
     assert not model.gate.busy
+
+
+async def test_stopping_while_a_paused_background_batch_waits_for_online_work_still_serves_it() -> None:
+    """stop() while a background batch is paused for an online request that is still decoding, with more
+    background items queued: the online item is served when it comes, then everything drains (the batcher
+    must not wait for the paused batch before serving the item that it is paused for)."""
+    model = SteppedModel(ForegroundGate())
+    async with preemptible_batcher(model) as batcher:
+        with batcher.reserve(1, tenant=background_tenant("account:1")) as slots:
+            (first,) = batcher.submit(slots, [100])
+        assert await asyncio.to_thread(model.in_step_1.wait, 10)
+        with batcher.reserve(1, tenant="account:2") as slot:
+            model.to_yield_point.set()
+            with batcher.reserve(1, tenant=background_tenant("account:1")) as slots:
+                (second,) = batcher.submit(slots, [101])
+            stopping = asyncio.create_task(batcher.stop())
+            await asyncio.sleep(0.05)
+            (online,) = batcher.submit(slot, [3])
+        assert (await asyncio.wait_for(online, 10)).value == 9
+        await asyncio.wait_for(stopping, 10)
+        assert [(await first).value, (await second).value] == [10_000, 10_201]

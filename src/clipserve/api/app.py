@@ -370,7 +370,7 @@ async def _running_services(context: AppContext) -> AsyncIterator[None]:
     await context.collections.finish_pending_deletes()
     sweeping = asyncio.create_task(context.collections.sweep_pending_deletes())
     queues.start()
-    warming = asyncio.create_task(_warm_up(context, compute, background_compute if background else None))
+    warming = asyncio.create_task(_warm_up(context, compute))
     try:
         yield
     finally:
@@ -394,14 +394,10 @@ async def _running_services(context: AppContext) -> AsyncIterator[None]:
         logger.info("stopped")
 
 
-async def _warm_up(
-    context: AppContext, compute: ThreadPoolExecutor, background_compute: ThreadPoolExecutor | None
-) -> None:
+async def _warm_up(context: AppContext, compute: ThreadPoolExecutor) -> None:
     started = time.perf_counter()
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(compute, context.runtime.warmup)
-    if background_compute is not None:  # that thread's first call pays torch's per-thread set-up too
-        await loop.run_in_executor(background_compute, context.runtime.warmup)
     if context.settings.freeze_startup_heap:
         frozen = await loop.run_in_executor(compute, freeze_long_lived)
         logger.info("%d long-lived objects exempted from garbage collection", frozen)

@@ -15,7 +15,6 @@ from clipserve.errors import NotFoundError
 from clipserve.service.batch_files import FileStorage
 from clipserve.service.batch_output import output_file_id
 from clipserve.service.batch_runner import BatchRunner, LineCalls, RunnerSettings
-from clipserve.service.pricing import PriceTable
 from clipserve.store.batch_records import BatchRecord
 from clipserve.store.batches import BatchStore
 
@@ -38,7 +37,7 @@ class BatchOutputFiles:
             self.storage.delete(file_id)
             return None
         retention = self.retention_s
-        expires = self.store.clock() + timedelta(seconds=retention) if retention else None  # 0: kept
+        expires = None if retention is None else self.store.clock() + timedelta(seconds=retention)
         self.store.create_file(
             batch.account_id,
             f"{batch.id}_{kind}.jsonl",
@@ -59,16 +58,16 @@ async def running_batches(context: AppContext) -> AsyncIterator[None]:
     assert context.accounts is not None
     assert context.ledger is not None
     assert context.store_pool is not None
-    store = context.batches or BatchStore(context.database)
-    storage = context.batch_files or FileStorage.from_settings(settings)
+    assert context.meter is not None
+    store, storage = context.batches, context.batch_files
+    assert store is not None
+    assert storage is not None
     runner = BatchRunner(
         store,
         context.accounts,
         BatchOutputFiles(store, storage, settings.batch_file_retention_s),
         LineCalls(functools.partial(prepare_line, context), error_answer),
-        PriceTable(
-            settings.price_per_1k_images, settings.price_per_1m_tokens, settings.charge_cached_prompts
-        ),
+        context.meter.prices,
         RunnerSettings(
             discount=settings.batch_discount,
             lease_s=settings.batch_lease_s,

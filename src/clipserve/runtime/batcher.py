@@ -160,8 +160,6 @@ class DynamicBatcher(Generic[T, R]):
         self._background_executor = background_executor
         self._background: asyncio.Task[None] | None = None  # the background batch running, at most one
         self._foreground_items = 0  # online items reserved or queued
-        self._foreground_running = False  # an online batch is being taken or is in the model
-        self._gate_held = False
         self._item_s: float | None = None
         self._max_wait_s = max_wait_s
         self._max_queue_size = max_queue_size
@@ -279,17 +277,12 @@ class DynamicBatcher(Generic[T, R]):
         if self._tenant_items[tenant] <= 0:
             del self._tenant_items[tenant]
         if not is_background(tenant):
+            # the gate is held while online items are reserved or queued (and, in _run, while in the model)
+            before = self._foreground_items
             self._foreground_items += size
-            self._update_gate()
-
-    def _update_gate(self) -> None:
-        """Hold the gate while online items are reserved, queued or in the model; let go when none are."""
-        busy = self._foreground_items > 0 or self._foreground_running
-        if self._gate is not None and busy != self._gate_held:
-            self._gate_held = busy
-            if busy:
+            if self._gate is not None and before == 0 < self._foreground_items:
                 self._gate.enter()
-            else:
+            elif self._gate is not None and before > 0 == self._foreground_items:
                 self._gate.leave()
 
     def start(self) -> None:
@@ -316,14 +309,14 @@ class DynamicBatcher(Generic[T, R]):
             await self._wait_for_fill()
             await self._wait_for_idle_capacity()
             foreground = self._pending.foreground_size > 0
-            if foreground:
-                self._foreground_running = True  # before its items leave the count: the gate stays held
+            if foreground and self._gate is not None:
+                self._gate.enter()  # before its items leave the count: the gate stays held
             try:
                 batch = self._take_batch()
                 if not batch:
                     continue
                 if not foreground and self._gate is not None:
-                    await self._background_finished()  # one at a time (a second comes only when stopping)
+                    await self._background_finished()  # one at a time: the last one has ended
                     self._background = asyncio.create_task(self._run_background(batch))
                     continue
                 try:
@@ -332,14 +325,13 @@ class DynamicBatcher(Generic[T, R]):
                     self._batch_done(batch)
             finally:
                 if foreground:
-                    self._foreground_running = False
-                    self._update_gate()
+                    self._last_foreground_done = time.perf_counter()
+                    if self._gate is not None:
+                        self._gate.leave()
 
     def _batch_done(self, batch: list[_Pending[T, R]]) -> None:
         for item in batch:
             self._add_bytes(item.tenant, -item.nbytes)
-        if any(not is_background(item.tenant) for item in batch):
-            self._last_foreground_done = time.perf_counter()
 
     async def _run_background(self, batch: list[_Pending[T, R]]) -> None:
         try:
@@ -366,10 +358,12 @@ class DynamicBatcher(Generic[T, R]):
         """With only background items queued: wait until no background batch is running (with a gate), no
         online item is reserved or queued, and the model has been free of online batches for
         background_idle_s."""
-        while self._pending and not self._stopping and not self._pending.foreground_size:
+        while self._pending and not self._pending.foreground_size:
             if self._background is not None and not self._background.done():
-                remaining: float | None = None  # the background batch running now: wait for it
-            elif self._background_idle_s is None:
+                # the background batch running now: wait for it (also when stopping: it may be paused for
+                # online items of this queue, which must still be served)
+                remaining: float | None = None
+            elif self._stopping or self._background_idle_s is None:
                 return
             elif self._foreground_items > 0:
                 remaining = None  # an online request is decoding: wait for it

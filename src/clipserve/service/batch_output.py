@@ -57,10 +57,8 @@ def write_batch_files(
 
 def _answers(store: BatchStore, batch_id: str, *, succeeded: bool) -> Iterator[bytes]:
     after = 0
-    while page := store.answers(batch_id, after_line=after):
-        chunk = [answer.result_json for answer in page if answer.succeeded == succeeded]
-        if chunk:
-            yield _jsonl(chunk)
+    while page := store.answers(batch_id, after_line=after, succeeded=succeeded):
+        yield _jsonl(answer.result_json for answer in page)
         after = page[-1].line
 
 

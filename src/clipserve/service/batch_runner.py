@@ -39,6 +39,7 @@ from typing import Any, Protocol, TypeVar
 from clipserve.errors import InsufficientQuotaError, ServiceOverloadedError
 from clipserve.runtime.fair_queue import background_tenant
 from clipserve.service.batch_output import OutputFiles, output_line, write_batch_files
+from clipserve.service.metering import run_to_completion
 from clipserve.service.pricing import PriceTable, Usage, micros_to_dollars
 from clipserve.store.accounts import AccountStore
 from clipserve.store.batch_records import LineClaim
@@ -354,17 +355,9 @@ class BatchRunner:
     async def _commit(self, claim: LineClaim, line: str, status: int | None, charge: Charge | None) -> bool:
         """answer_line, finished even if this task is cancelled meanwhile (the answer and charge are one
         transaction: it commits or not, and a cancel must not leave us unsure which)."""
-        call = lambda: self.store.answer_line(claim.batch_id, claim.line, line, status, charge)  # noqa: E731
-        future = asyncio.get_running_loop().run_in_executor(self._pool, call)
-        cancelled = False
-        while not future.done():
-            try:
-                await asyncio.wait((future,))
-            except asyncio.CancelledError:
-                cancelled = True
-        if cancelled:
-            raise asyncio.CancelledError
-        return future.result()
+        return await run_to_completion(
+            self._pool, lambda: self.store.answer_line(claim.batch_id, claim.line, line, status, charge)
+        )
 
     # finalizing
 

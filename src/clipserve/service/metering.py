@@ -200,31 +200,37 @@ class Meter:
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     async def run_to_completion(self, call: Callable[[], T], *, outlast_cancel: bool = False) -> T:
-        """Run `call` on the store's threads and wait until it has finished, even if this task is cancelled
-        meanwhile (a client disconnect, the end of the shutdown grace period); the cancel is re-raised after,
-        unless `outlast_cancel` and `call` succeeded: then the cancel is absorbed (Task.uncancel, as asyncio
-        asks of code that suppresses one) and its result returned.
+        """run_to_completion on the store's threads.
 
         A thread cannot be stopped: a settle that is still running when its request is cancelled would
         otherwise race the release that follows, which could drop the pending Idempotency-Key before the
         settle stores the answer in it, so a retry would be charged again."""
-        future = asyncio.get_running_loop().run_in_executor(self._executor, call)
-        cancels = 0
-        while not future.done():
-            try:
-                await asyncio.wait((future,))
-            except asyncio.CancelledError:
-                cancels += 1
-        if cancels:
-            succeeded = not future.cancelled() and future.exception() is None
-            if not (outlast_cancel and succeeded):
-                # an error, if any, is retrieved above and dropped: the cancel is what this task ends with
-                raise asyncio.CancelledError
-            task = asyncio.current_task()
-            assert task is not None
-            for _ in range(cancels):
-                task.uncancel()
-        return future.result()
+        return await run_to_completion(self._executor, call, outlast_cancel=outlast_cancel)
+
+
+async def run_to_completion(executor: Executor, call: Callable[[], T], *, outlast_cancel: bool = False) -> T:
+    """Run `call` on `executor` and wait until it has finished, even if this task is cancelled meanwhile (a
+    client disconnect, the end of the shutdown grace period, a stopping batch runner); the cancel is re-raised
+    after, unless `outlast_cancel` and `call` succeeded: then the cancel is absorbed (Task.uncancel, as asyncio
+    asks of code that suppresses one) and its result returned. For a transaction that must be known to have
+    committed or not."""
+    future = asyncio.get_running_loop().run_in_executor(executor, call)
+    cancels = 0
+    while not future.done():
+        try:
+            await asyncio.wait((future,))
+        except asyncio.CancelledError:
+            cancels += 1
+    if cancels:
+        succeeded = not future.cancelled() and future.exception() is None
+        if not (outlast_cancel and succeeded):
+            # an error, if any, is retrieved above and dropped: the cancel is what this task ends with
+            raise asyncio.CancelledError
+        task = asyncio.current_task()
+        assert task is not None
+        for _ in range(cancels):
+            task.uncancel()
+    return future.result()
 
 
 def effective_limit(per_key: int | None, default: int | None) -> int | None:

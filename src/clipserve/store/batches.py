@@ -287,16 +287,23 @@ class BatchStore(FileRows):
             return False
         return True
 
-    def answers(self, batch_id: str, after_line: int = 0, limit: int = 1000) -> list[Answer]:
-        """Answered lines after `after_line`, in line order (page through them to write the output files)."""
+    def answers(
+        self, batch_id: str, after_line: int = 0, limit: int = 1000, *, succeeded: bool | None = None
+    ) -> list[Answer]:
+        """Answered lines after `after_line`, in line order (page through them to write the output files);
+        `succeeded`: only those of the output file (True) or of the error file (False), as Answer.succeeded."""
+        conditions = [
+            batch_lines.c.batch_id == batch_id,
+            batch_lines.c.answered == true(),
+            batch_lines.c.line > after_line,
+        ]
+        if succeeded is not None:
+            ok = batch_lines.c.status_code == 200
+            conditions.append(ok if succeeded else or_(batch_lines.c.status_code.is_(None), ~ok))
         with self.db.read() as conn:
             rows = conn.execute(
                 select(batch_lines.c.line, batch_lines.c.status_code, batch_lines.c.result_json)
-                .where(
-                    batch_lines.c.batch_id == batch_id,
-                    batch_lines.c.answered == true(),
-                    batch_lines.c.line > after_line,
-                )
+                .where(*conditions)
                 .order_by(batch_lines.c.line)
                 .limit(limit)
             ).all()
