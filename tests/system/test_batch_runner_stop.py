@@ -18,6 +18,7 @@ from clipserve.store.accounts import AccountStore
 from clipserve.store.batch_records import BatchRecord, LineClaim, NewLine
 from clipserve.store.batches import BatchStore
 from clipserve.store.database import Database
+from clipserve.store.ledger import LedgerStore
 
 pytestmark = pytest.mark.anyio
 
@@ -54,7 +55,7 @@ async def test_a_claim_committing_while_the_runner_stops_is_given_back(database:
     )  # fmt: skip
     pool = ThreadPoolExecutor(2)
     runner = BatchRunner(
-        store, AccountStore(database), NoFiles(),
+        store, LedgerStore(database), NoFiles(),
         LineCalls(_never_prepared, lambda exc, request_id: (500, {})),
         PriceTable(Decimal("0.047"), Decimal("0")),
         RunnerSettings(Decimal("0.5"), lease_s=3600, claim_lines=4, lines_in_flight=2, poll_s=0.05, retries=0),

@@ -19,7 +19,7 @@ from clipserve.store.accounts import AccountStore
 from clipserve.store.batch_records import LineError, NewLine
 from clipserve.store.batches import BatchStore, line_charge_id
 from clipserve.store.database import Database
-from clipserve.store.ledger import Charge, LedgerStore
+from clipserve.store.ledger import AdmissionRequest, Charge, LedgerStore
 from clipserve.store.schema import ledger
 
 
@@ -291,6 +291,25 @@ def test_a_fully_answered_batch_is_finalized_once_under_a_lease(store: BatchStor
     assert (done.completed, done.failed) == (1, 1)
 
 
+def test_a_renewed_finalize_lease_is_kept_and_a_lost_one_cannot_finalize(
+    store: BatchStore, clock: FakeClock
+) -> None:
+    batch_id = _batch(store, clock, None, None, 1)
+    assert store.answer_line(batch_id, 1, "{}", 200, None)
+    assert store.claim_finalize("i1", 30) is not None
+    clock.advance(20)
+    assert store.renew_finalize("i1", batch_id, 30)  # writing a large file: the lease runs 30 s from now
+    clock.advance(20)
+    assert store.claim_finalize("i2", 30) is None  # still i1's
+    assert not store.renew_finalize("i2", batch_id, 30)
+    clock.advance(31)  # i1 stalled past its lease: i2 takes the batch over
+    assert store.claim_finalize("i2", 30) is not None
+    assert not store.renew_finalize("i1", batch_id, 30)
+    assert not store.finalize(batch_id, "file-o1", None, "completed", finalizer="i1")
+    assert store.finalize(batch_id, "file-o2", None, "completed", finalizer="i2")
+    assert store.get_batch(None, batch_id).output_file_id == "file-o2"
+
+
 def test_a_batch_past_its_window_expires_with_its_partial_results(
     store: BatchStore, clock: FakeClock
 ) -> None:
@@ -373,3 +392,15 @@ def _try(call: Any) -> str:
     except BatchQuotaError as exc:
         return str(exc.code)
     return "ok"
+
+
+def test_the_credit_a_batch_line_sees_is_the_balance_less_the_ledgers_holds(database: Database) -> None:
+    """Batch lines check credit against what online requests in flight hold too (on any live instance)."""
+    account, key = _account(database, credit=1000)
+    ledger = LedgerStore(database)
+    assert ledger.available_micros(account) == 1000
+    ledger.admit(AdmissionRequest("req-online", account, key, 300, 0, None, None))
+    assert ledger.available_micros(account) == 700
+    assert LedgerStore(database).available_micros(account) == 700  # another instance sees the hold
+    ledger.release("req-online", key, None)
+    assert ledger.available_micros(account) == 1000

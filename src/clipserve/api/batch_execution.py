@@ -64,7 +64,7 @@ async def running_batches(context: AppContext) -> AsyncIterator[None]:
     assert storage is not None
     runner = BatchRunner(
         store,
-        context.accounts,
+        context.ledger,
         BatchOutputFiles(store, storage, settings.batch_file_retention_s),
         LineCalls(functools.partial(prepare_line, context), error_answer),
         context.meter.prices,

@@ -11,10 +11,11 @@ That transaction is what makes a line answered and charged exactly once, whateve
 that ran but whose answer did not commit is run again by whoever claims it next, and charged then.
 
 Before a line runs, its account must have credit for the most it may cost (its bound at the batch price,
-plus the bounds of this process's other lines of that account still running); otherwise the line is answered
-with `insufficient_quota` (no response, no charge) and the batch goes on, so it completes with those lines in
-its error file. Lines of other processes are not counted, so replicas may take an account a few lines'
-worth below zero at most.
+plus the bounds of this process's other lines of that account still running until they are charged, plus the
+ledger's holds for the account's online requests in flight on every live instance); otherwise the line is
+answered with `insufficient_quota` (no response, no charge) and the batch goes on, so it completes with those
+lines in its error file. Batch lines running in other processes are not counted, so replicas may take an
+account a few lines' worth below zero at most.
 
 A batch whose lines are all answered, that was cancelled, or that expired is finalized by one instance
 (BatchStore.claim_finalize, leased too): its answers become the output and error JSONL files
@@ -41,10 +42,9 @@ from clipserve.runtime.fair_queue import background_tenant
 from clipserve.service.batch_output import OutputFiles, output_line, write_batch_files
 from clipserve.service.metering import run_to_completion
 from clipserve.service.pricing import PriceTable, Usage, micros_to_dollars
-from clipserve.store.accounts import AccountStore
 from clipserve.store.batch_records import LineClaim
 from clipserve.store.batches import BatchStore, line_charge_id
-from clipserve.store.ledger import Charge
+from clipserve.store.ledger import Charge, LedgerStore
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -99,7 +99,7 @@ class BatchRunner:
     def __init__(
         self,
         store: BatchStore,
-        accounts: AccountStore,
+        ledger: LedgerStore,
         files: OutputFiles,
         calls: LineCalls,
         prices: PriceTable,
@@ -108,7 +108,7 @@ class BatchRunner:
         store_pool: Executor,
     ) -> None:
         self.store = store
-        self.accounts = accounts
+        self.ledger = ledger
         self.files = files
         self.calls = calls
         self.prices = batch_prices(prices, settings.discount)
@@ -319,32 +319,36 @@ class BatchRunner:
         except Exception as exc:  # noqa: BLE001 - the line gets what the online request would get
             status, body = self.calls.render_error(exc, request_id)
             return await self._commit(claim, output_line(claim, request_id, status, body), status, None)
+        else:  # the reservation stands until the charge has committed (the finally below runs after)
+            charge = self._charge(claim, request_id, answer.usage) if metered else None
+            line = output_line(claim, request_id, 200, json.loads(answer.body))
+            return await self._commit(claim, line, 200, charge)
         finally:
             if reserved:
                 assert claim.account_id is not None
                 self._reserved[claim.account_id] -= reserved
                 if self._reserved[claim.account_id] <= 0:
                     del self._reserved[claim.account_id]
-        charge = None
-        if metered:
-            assert claim.account_id is not None
-            assert claim.key_id is not None
-            charge = Charge(
-                charge_id=line_charge_id(claim.batch_id, claim.line),
-                request_id=request_id,
-                account_id=claim.account_id,
-                key_id=claim.key_id,
-                endpoint=f"batch:{claim.url}",
-                images=answer.usage.images,
-                tokens=self.prices.billable_tokens(answer.usage),
-                cost_micros=self.prices.cost_micros(answer.usage),
-            )
-        line = output_line(claim, request_id, 200, json.loads(answer.body))
-        return await self._commit(claim, line, 200, charge)
+
+    def _charge(self, claim: LineClaim, request_id: str, usage: Usage) -> Charge:
+        assert claim.account_id is not None
+        assert claim.key_id is not None
+        return Charge(
+            charge_id=line_charge_id(claim.batch_id, claim.line),
+            request_id=request_id,
+            account_id=claim.account_id,
+            key_id=claim.key_id,
+            endpoint=f"batch:{claim.url}",
+            images=usage.images,
+            tokens=self.prices.billable_tokens(usage),
+            cost_micros=self.prices.cost_micros(usage),
+        )
 
     async def _check_credit(self, account_id: int, bound_micros: int) -> None:
-        balance = (await self._store(lambda: self.accounts.get_account(account_id))).balance_micros
-        available = balance - self._reserved[account_id]
+        """The line's bound must fit in the account's balance less the credit held for its online requests in
+        flight (on every live instance: the ledger's holds) and less this process's batch lines running."""
+        unheld = await self._store(lambda: self.ledger.available_micros(account_id))
+        available = unheld - self._reserved[account_id]
         if available <= 0 or available < bound_micros:
             raise InsufficientQuotaError(
                 "You exceeded your current quota: this request may cost up to "
@@ -366,16 +370,38 @@ class BatchRunner:
         if batch is None:
             return False
         self._stop_batch(batch.id)
+        renewing = asyncio.create_task(self._keep_finalize_lease(batch.id))
         try:
             output, errors = await self._store(lambda: write_batch_files(self.store, self.files, batch))
             finalized = await self._store(
-                lambda: self.store.finalize(batch.id, output, errors, batch.finalize_to or "completed")
+                lambda: self.store.finalize(
+                    batch.id, output, errors, batch.finalize_to or "completed", finalizer=self.instance_id
+                )
             )
             logger.info("batch %s finalized (%s): %s", batch.id, batch.finalize_to, finalized)
             self._stopped_batches.discard(batch.id)  # final: no line of it is claimed again
         except Exception:  # the finalize lease runs out and it is tried again
             logger.exception("batch %s: finalizing failed; will retry", batch.id)
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
         return True
+
+    async def _keep_finalize_lease(self, batch_id: str) -> None:
+        """Renew the finalize lease while a (large) batch's files are written, so no other instance takes the
+        batch over and writes the same files meanwhile."""
+        while True:
+            await asyncio.sleep(self.settings.lease_s / 3)
+            try:
+                held = await self._store(
+                    lambda: self.store.renew_finalize(self.instance_id, batch_id, self.settings.lease_s)
+                )
+            except Exception:
+                logger.exception("batch %s: renewing the finalize lease failed; will retry", batch_id)
+                continue
+            if not held:
+                return  # taken over (this instance stalled past its lease): finalize() will refuse us
 
     def _store_call_done(self, future: asyncio.Future[Any]) -> None:
         self._in_store.discard(future)

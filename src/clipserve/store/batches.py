@@ -358,11 +358,29 @@ class BatchStore(FileRows):
             conn.execute(update(batches).where(batches.c.id == row.id).values(**values))
             return _batch(conn, row.id)
 
+    def renew_finalize(self, instance_id: str, batch_id: str, lease_s: float) -> bool:
+        """Extend this instance's finalize lease (while it writes a large batch's files); False if the lease is
+        no longer its own."""
+        with self.db.write(durable=False) as conn:
+            return bool(
+                conn.execute(
+                    update(batches)
+                    .where(*_finalizing(batch_id, instance_id))
+                    .values(finalize_until=self.clock() + timedelta(seconds=lease_s))
+                ).rowcount
+            )
+
     def finalize(
-        self, batch_id: str, output_file_id: str | None, error_file_id: str | None, status: str
+        self,
+        batch_id: str,
+        output_file_id: str | None,
+        error_file_id: str | None,
+        status: str,
+        *,
+        finalizer: str | None = None,
     ) -> bool:
         """The batch's last step: its files and final status (completed, cancelled or expired), once; False
-        if it was finalized already."""
+        if it was finalized already (or, with `finalizer`, if that instance's finalize lease was lost)."""
         if status not in FINAL_STATUSES:
             raise ValueError(f"a batch is finalized as one of {FINAL_STATUSES}, not {status!r}")
         now = self.clock()
@@ -370,7 +388,7 @@ class BatchStore(FileRows):
             return bool(
                 conn.execute(
                     update(batches)
-                    .where(batches.c.id == batch_id, batches.c.status.in_(("finalizing", "cancelling")))
+                    .where(*_finalizing(batch_id, finalizer))
                     .values(
                         {
                             "status": status,
@@ -383,6 +401,14 @@ class BatchStore(FileRows):
                     )
                 ).rowcount
             )
+
+
+def _finalizing(batch_id: str, finalizer: str | None) -> list[ColumnElement[bool]]:
+    """The batch, while it is being finalized (by `finalizer`, when given)."""
+    conditions = [batches.c.id == batch_id, batches.c.status.in_(("finalizing", "cancelling"))]
+    if finalizer is not None:
+        conditions.append(batches.c.finalizer == finalizer)
+    return conditions
 
 
 def _batch(conn: Connection, batch_id: str, owned: ColumnElement[bool] | None = None) -> BatchRecord:

@@ -138,6 +138,21 @@ class LedgerStore:
         self._dead_cache = (now, dead)
         return dead
 
+    def available_micros(self, account_id: int) -> int:
+        """The account's balance less the credit that live instances hold for requests in flight (what `admit`
+        checks an estimate against), read without taking the account's lock."""
+        if not self._registered:
+            self.heartbeat()
+        now = self.clock()
+        with self.db.read() as conn:
+            balance = conn.execute(
+                select(accounts.c.balance_micros).where(accounts.c.id == account_id)
+            ).scalar_one()
+            held = conn.execute(
+                _HELD, {"account_id": account_id, "now": now, "dead": sorted(self._dead(conn, now))}
+            ).scalar_one()
+        return int(balance) - int(held)
+
     def admit(self, request: AdmissionRequest) -> Admitted:
         """Check limits and credit and reserve the estimate, in one transaction; raises when refused."""
         if not self._registered:
