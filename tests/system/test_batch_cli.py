@@ -4,6 +4,7 @@ validation exit 1 and say why; get, list, cancel and download on a batch held in
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -259,3 +260,13 @@ def test_server_errors_are_one_line_and_exit_1(
     code, _, err = _cli(capsys, "batch", "cancel", missing, "--url", server.base_url)
     assert code == 1
     assert ": 404 " in err
+
+
+def test_no_server_at_the_url_is_one_line_and_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    code, out, err = _cli(capsys, "batch", "cancel", "batch_x", "--url", url)
+    assert (code, out) == (1, "")
+    assert err.startswith(f"clipserve: error: {url}: ConnectError")
+    assert err.count("\n") == 1

@@ -74,45 +74,46 @@ def get_context(request: Request) -> AppContext:
     return context
 
 
-def _started(service: ServiceT | None) -> ServiceT:
+def started(service: ServiceT | None) -> ServiceT:
+    """The service, once the lifespan has built it; 503 while the app is starting up."""
     if service is None:
         raise ServiceUnavailableError("the service is starting up; retry shortly")
     return service
 
 
 def get_embedding_service(request: Request) -> EmbeddingService:
-    return _started(get_context(request).embeddings)
+    return started(get_context(request).embeddings)
 
 
 def get_classification_service(request: Request) -> ClassificationService:
-    return _started(get_context(request).classification)
+    return started(get_context(request).classification)
 
 
 def get_rank_service(request: Request) -> RankService:
-    return _started(get_context(request).ranking)
+    return started(get_context(request).ranking)
 
 
 def get_accounts(request: Request) -> AccountStore:
-    return _started(get_context(request).accounts)
+    return started(get_context(request).accounts)
 
 
 def get_ledger(request: Request) -> LedgerStore:
-    return _started(get_context(request).ledger)
+    return started(get_context(request).ledger)
 
 
 def get_web_accounts(request: Request) -> WebAccounts:
-    return _started(get_context(request).web_accounts)
+    return started(get_context(request).web_accounts)
 
 
 def get_collection_service(request: Request) -> CollectionService:
-    return _started(get_context(request).collections)
+    return started(get_context(request).collections)
 
 
 def get_classifier_service(request: Request) -> ClassifierService:
-    return _started(get_context(request).classifiers)
+    return started(get_context(request).classifiers)
 
 
 async def run_store(request: Request, call: Callable[[], T]) -> T:
     """Run a blocking accounts/ledger call on the store's threads."""
-    pool = _started(get_context(request).store_pool)
+    pool = started(get_context(request).store_pool)
     return await asyncio.get_running_loop().run_in_executor(pool, call)

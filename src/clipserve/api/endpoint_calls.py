@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from clipserve.api.bodies import validate_body
-from clipserve.api.dependencies import AppContext
+from clipserve.api.dependencies import AppContext, started
 from clipserve.api.headers import timing_headers
 from clipserve.api.metering import Answer
 from clipserve.api.protocol import (
@@ -39,7 +39,8 @@ from clipserve.api.protocol import (
     RankResult,
     RankUsage,
 )
-from clipserve.errors import InvalidRequestError, ServiceUnavailableError
+from clipserve.errors import InvalidRequestError
+from clipserve.service.batch_validation import BATCH_ENDPOINTS
 from clipserve.service.classifiers import ClassifierService
 from clipserve.service.classify import ClassificationService, ClassifyQuery, ClassifyResult
 from clipserve.service.embedding_options import check_jina_options
@@ -73,12 +74,6 @@ class PreparedCall:
 
     bound: Usage
     produce: Callable[[], Awaitable[Answer]]
-
-
-def _started(service: T | None) -> T:
-    if service is None:
-        raise ServiceUnavailableError("the service is starting up; retry shortly")
-    return service
 
 
 # /v1/embeddings
@@ -308,9 +303,6 @@ async def _in_thread(work: Callable[[], T]) -> T:
     return await asyncio.to_thread(work)
 
 
-BATCH_URLS = ("/v1/embeddings", "/v1/classify", "/v1/rank")
-
-
 async def prepare_line(
     context: AppContext, url: str, body: dict[str, Any], account: str, tenant: str
 ) -> PreparedCall:
@@ -318,19 +310,19 @@ async def prepare_line(
     checked against the JSON limits when the file was validated): the same validation, errors and answer."""
     if url == "/v1/embeddings":
         embeddings = validate_body(EmbeddingRequest, body)
-        return await prepare_embeddings(embeddings, context, _started(context.embeddings), tenant, _in_thread)
+        return await prepare_embeddings(embeddings, context, started(context.embeddings), tenant, _in_thread)
     if url == "/v1/classify":
         classify = validate_body(classify_body_model(body), body)
         return await asyncio.to_thread(
             prepare_classify,
             classify,
             context,
-            _started(context.classification),
-            _started(context.classifiers),
+            started(context.classification),
+            started(context.classifiers),
             account,
             tenant,
         )
     if url == "/v1/rank":
         rank = validate_body(RankRequest, body)
-        return await prepare_rank(rank, context, _started(context.ranking), tenant, _in_thread)
-    raise InvalidRequestError(f"batches run {', '.join(BATCH_URLS)}, not {url}", param="url")
+        return await prepare_rank(rank, context, started(context.ranking), tenant, _in_thread)
+    raise InvalidRequestError(f"batches run {', '.join(BATCH_ENDPOINTS)}, not {url}", param="url")

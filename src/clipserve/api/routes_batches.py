@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 
 from clipserve.api.bodies import JsonBody
-from clipserve.api.dependencies import get_context, run_store
+from clipserve.api.dependencies import get_context, run_store, started
 from clipserve.api.endpoint_calls import prepare_line
 from clipserve.api.errors import error_answer
 from clipserve.api.json_limits import parse_json
@@ -21,7 +21,7 @@ from clipserve.api.metering import FreeCallerDep
 from clipserve.api.protocol import ErrorResponse
 from clipserve.api.protocol_batches import BatchList, BatchObject, CreateBatchRequest
 from clipserve.api.routes_files import account_of, batch_parts
-from clipserve.errors import ClipserveError, InvalidRequestError, NotFoundError, ServiceUnavailableError
+from clipserve.errors import ClipserveError, InvalidRequestError, NotFoundError
 from clipserve.service.batch_validation import BATCH_ENDPOINTS, BatchInputLimits, validate_input
 from clipserve.store.batch_records import BatchRecord, LineError, NewLine
 
@@ -53,9 +53,7 @@ async def create_batch(
             f"file {input_file.id} has purpose {input_file.purpose!r}; a batch's input has purpose 'batch'",
             param="input_file_id",
         )
-    parser = context.body_parser
-    if parser is None:
-        raise ServiceUnavailableError("the service is starting up; retry shortly")
+    parser = started(context.body_parser)
     request_id = str(request.state.request_id)
     inline_bytes = parser.inline_bytes
 

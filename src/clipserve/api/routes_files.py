@@ -11,12 +11,12 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.datastructures import UploadFile
 
-from clipserve.api.dependencies import get_context, run_store
+from clipserve.api.dependencies import get_context, run_store, started
 from clipserve.api.metering import FreeCallerDep
 from clipserve.api.protocol import ErrorResponse
 from clipserve.api.protocol_batches import FileDeleted, FileList, FileObject
 from clipserve.config import Settings
-from clipserve.errors import InvalidRequestError, NotFoundError, ServiceUnavailableError
+from clipserve.errors import InvalidRequestError, NotFoundError
 from clipserve.service.auth import Caller
 from clipserve.service.batch_files import FileStorage, UploadLimits, store_upload
 from clipserve.store.batch_file_rows import new_file_id
@@ -44,9 +44,7 @@ def account_of(caller: Caller) -> int | None:
 
 def batch_parts(request: Request) -> tuple[BatchStore, FileStorage]:
     context = get_context(request)
-    if context.batches is None or context.batch_files is None:
-        raise ServiceUnavailableError("the service is starting up; retry shortly")
-    return context.batches, context.batch_files
+    return started(context.batches), started(context.batch_files)
 
 
 @router.post("/v1/files", response_model=FileObject)

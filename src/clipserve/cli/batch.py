@@ -23,7 +23,9 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
-ENDPOINTS = ("/v1/embeddings", "/v1/classify", "/v1/rank")
+from clipserve.cli.http_retries import request_with_retries
+from clipserve.service.batch_validation import BATCH_ENDPOINTS
+
 ENDED = {"completed", "failed", "expired", "cancelled"}  # statuses a batch never leaves
 UPLOAD_TIMEOUT_S = 3600.0  # a 200 MB upload on a slow link; every other call gets REQUEST_TIMEOUT_S
 REQUEST_TIMEOUT_S = 120.0
@@ -44,7 +46,7 @@ def add_batch_commands(commands: Any) -> None:
 
     submit = actions.add_parser("submit", help="upload a JSONL file of requests and create a batch on it")
     submit.add_argument("file", type=Path, help="JSONL: one {custom_id, method, url, body} request a line")
-    submit.add_argument("--endpoint", required=True, choices=ENDPOINTS, help="the url every line names")
+    submit.add_argument("--endpoint", required=True, choices=BATCH_ENDPOINTS, help="the url every line names")
     submit.add_argument(
         "--metadata",
         action="append",
@@ -113,6 +115,9 @@ def _run(command: Any, args: argparse.Namespace) -> int:
             return int(command(http, args))
         except BatchCommandError as exc:
             print(f"clipserve: error: {exc}", file=sys.stderr)
+            return 1
+        except httpx.TransportError as exc:
+            print(f"clipserve: error: {args.url}: {exc.__class__.__name__}: {exc}", file=sys.stderr)
             return 1
 
 
@@ -221,7 +226,7 @@ def _wait(http: httpx.Client, batch: dict[str, Any], poll_s: float) -> dict[str,
                 if batch["status"] in ENDED:
                     return batch
                 time.sleep(poll_s)
-                batch = _json(http.get(f"/v1/batches/{batch['id']}"))
+                batch = _json(request_with_retries(http, "GET", f"/v1/batches/{batch['id']}"))
     except KeyboardInterrupt:
         print(
             f"\nstopped waiting; batch {batch['id']} goes on in the server (clipserve batch get|cancel|download "

@@ -16,13 +16,14 @@ import itertools
 import mimetypes
 import os
 import sys
-import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 from tqdm import tqdm
+
+from clipserve.cli.http_retries import request_with_retries
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 
@@ -79,7 +80,9 @@ def run_import(args: argparse.Namespace) -> int:
             return 1
         with tqdm(total=total, initial=min(len(done), total), unit="item", desc=args.name) as bar:
             while batch := [_payload(item) for item in itertools.islice(todo, args.batch_size)]:
-                response = _post_with_retries(http, f"/v1/collections/{args.name}/items", {"items": batch})
+                response = request_with_retries(
+                    http, "POST", f"/v1/collections/{args.name}/items", json={"items": batch}
+                )
                 if response.status_code != 200:
                     print(f"\nclipserve: error: {response.status_code} {response.text}", file=sys.stderr)
                     return 1
@@ -94,23 +97,6 @@ def run_import(args: argparse.Namespace) -> int:
                 bar.update(len(batch))
     print(f"{total - failed} of {total} items in '{args.name}'; progress in {state}", file=sys.stderr)
     return 1 if failed else 0
-
-
-def _post_with_retries(
-    http: httpx.Client, path: str, body: dict[str, Any], attempts: int = 8
-) -> httpx.Response:
-    """Wait out rate limits and overload (429 / 503 with Retry-After) instead of giving up."""
-    for _ in range(attempts):
-        response = http.post(path, json=body)
-        retryable = response.status_code == 503 or (
-            response.status_code == 429 and response.headers.get("x-should-retry") != "false"
-        )
-        if not retryable:
-            return response
-        delay = float(response.headers.get("retry-after", "1"))
-        tqdm.write(f"server busy ({response.status_code}); retrying in {delay:.0f} s")
-        time.sleep(min(delay, 60.0))
-    return response
 
 
 def _source_items(source: Path) -> tuple[Iterable[dict[str, Any]], int]:
