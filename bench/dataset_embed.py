@@ -19,7 +19,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,12 +32,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from common import cpu_description, photo_paths, write_random_vit_b32
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from embed_throughput import free_port
 
 
 def write_images(folder: Path, count: int, seed: int = 0) -> list[Path]:

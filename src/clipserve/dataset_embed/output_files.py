@@ -29,12 +29,12 @@ class _Rows:
 
 
 def shard_files(
-    index: int, chunks: list[EmbeddedChunk], job: EmbedJob, source_column: str | None = None
+    index: int, chunks: list[EmbeddedChunk], job: EmbedJob, source_column: str
 ) -> tuple[dict[str, bytes], int, int]:
     """{relative path: bytes} of shard `index`'s files, its input row count, and its embedded row count.
 
     `source_column`: the metadata column of the images' paths/URLs, decided once per input (InputShard), so
-    every shard of a run has the same schema; None: from this shard's values."""
+    every shard of a run has the same schema."""
     _check_order(index, chunks)
     good, bad = _Rows(), _Rows()
     images: list[np.ndarray] = []
@@ -67,7 +67,6 @@ def shard_files(
             if reason is not None:
                 rows.reasons.append(reason)
     image_matrix = np.concatenate(images).reshape(-1, dim)
-    source_column = source_column or _source_column(good.sources + bad.sources)
     metadata = _metadata_table(good, source_column)
     files = {f"img_emb/img_emb_{index}.npy": _npy(image_matrix.astype(job.dtype))}
     if job.text:
@@ -97,12 +96,6 @@ def _text_rows(chunk: EmbeddedChunk, embedded: list[int], dim: int) -> np.ndarra
     no_caption = [r for r, i in enumerate(embedded) if chunk.raw.captions[i] is None]
     vectors[no_caption] = 0.0
     return vectors
-
-
-def _source_column(sources: list[str]) -> str:
-    """`url` when every row's image is an http(s) URL (a table of URLs), else `image_path`."""
-    urls = sources and all(s.startswith(("http://", "https://")) for s in sources)
-    return "url" if urls else "image_path"
 
 
 def _metadata_table(rows: _Rows, source_column: str) -> Any:
