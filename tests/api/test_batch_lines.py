@@ -249,7 +249,10 @@ async def test_cancel_stops_the_lines_running_here_at_once(tiny_runtime: Any, tm
         async with running_app(tiny_runtime, tmp_path, **options) as (client, app):
             context = app.state.context
             runner = context.batch_runner
-            blocked = asyncio.get_running_loop().run_in_executor(context.compute_pool, gate.wait, 60)
+            # the model is busy on both threads: online calls and (with --batch-yields) batch calls have their own
+            loop = asyncio.get_running_loop()
+            blocked = [loop.run_in_executor(pool, gate.wait, 60)
+                       for pool in (context.compute_pool, context.background_compute_pool)]  # fmt: skip
             store = BatchStore(db)
             source = store.create_file(None, "in.jsonl", "batch", 1, "in")
             lines = [NewLine(i + 1, f"r{i}", json.dumps({"input": [{"image": IMAGE}]})) for i in range(8)]
@@ -266,7 +269,7 @@ async def test_cancel_stops_the_lines_running_here_at_once(tiny_runtime: Any, tm
                 assert time.monotonic() < deadline, "the running lines were not stopped"
                 await asyncio.sleep(0.01)
             gate.set()
-            await blocked
+            await asyncio.gather(*blocked)
             while store.get_batch(None, batch.id).status != "cancelled":
                 assert time.monotonic() < deadline, store.get_batch(None, batch.id)
                 await asyncio.sleep(0.05)

@@ -309,6 +309,7 @@ async def _running_services(context: AppContext) -> AsyncIterator[None]:
     fetcher = ImageFetcher.from_settings(settings)
     await fetcher.start()
     context.compute_pool = compute
+    context.background_compute_pool = background_compute
     context.queues = queues
     embeddings = EmbeddingService(
         runtime,

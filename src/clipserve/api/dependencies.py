@@ -50,6 +50,7 @@ class AppContext:
     classification: ClassificationService | None = None
     ranking: RankService | None = None
     compute_pool: ThreadPoolExecutor | None = None
+    background_compute_pool: ThreadPoolExecutor | None = None  # Batch API model calls (with --batch-yields)
     store_pool: ThreadPoolExecutor | None = None  # accounts and ledger calls
     vector_pool: ThreadPoolExecutor | None = None  # collections' vector-store calls
     database: Database | None = None
