@@ -14,6 +14,7 @@ import math
 import os
 import random
 import signal
+import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -29,16 +30,21 @@ from clipserve.store.batches import BatchStore
 from clipserve.store.database import Database
 from clipserve.store.schema import accounts, batch_lines, batches, instances, ledger
 from tests.support import TINY_CONFIG, data_uri, encode_image, gradient_image, open_accounts
-from tests.system.conftest import ServerProcess, start_server
+from tests.system.conftest import HeldImages, ServerProcess, start_server
 
 WAIT_S = 180.0
 SEED_VARIABLE = "BATCH_KILL_SEED"
 
 
+SHORT_LEASE = ("--batch-lease-s", "3")  # for the tests that wait for a killed server's claims to run out
+
+
 def _serve(data_dir: Path, database_url: str, files_dir: Path, *extra: str) -> ServerProcess:
+    """A tiny-model server on the shared database and files dir; claims last 30 s (renewed every 10 s), so a
+    stalled test machine cannot hand a running line to a second runner; `extra` flags come last and win."""
     return start_server(
         data_dir, "--weights", "random", "--architecture", str(TINY_CONFIG), "--database-url", database_url,
-        "--batch-files-dir", str(files_dir), "--batch-poll-s", "0.2", "--batch-lease-s", "3",
+        "--batch-files-dir", str(files_dir), "--batch-poll-s", "0.2", "--batch-lease-s", "30",
         "--rate-limit-requests-per-minute", "0", *extra,
     )  # fmt: skip
 
@@ -172,13 +178,18 @@ def test_sigkill_mid_batch_then_restart_answers_and_charges_every_line_exactly_o
     ((account_id, _),) = open_accounts(database_url, [credit])
     db = Database(database_url)
     files_dir = tmp_path / "files"
+    # the last line's image is held by a loopback server until the kill: the kill always lands mid-batch
+    held = HeldImages(encode_image(gradient_image(40, 32, seed=99)))
+    threading.Thread(target=held.serve_forever, daemon=True).start()
+    fetch = ("--image-fetch-allow-private", "--image-fetch-timeout-s", "300", *SHORT_LEASE)
     try:
         total = 40
-        batch = _create_batch(db, account_id, _key_id(db, account_id), [_image_body(i) for i in range(total)])
+        bodies = [_image_body(i) for i in range(total - 1)] + [{"input": [{"image": held.url}]}]
+        batch = _create_batch(db, account_id, _key_id(db, account_id), bodies)
         seed, rng = _seeded_random()
         kill_after = rng.randrange(4, 20)
         server = _serve(tmp_path / "first", database_url, files_dir, "--batch-lines-in-flight", "2",
-                        "--batch-claim-lines", "4")  # fmt: skip
+                        "--batch-claim-lines", "4", *fetch)  # fmt: skip
         try:
             _wait_for(
                 f"{kill_after} answered lines",
@@ -195,7 +206,8 @@ def test_sigkill_mid_batch_then_restart_answers_and_charges_every_line_exactly_o
         assert 0 < len(before) < total, f"seed {seed}: the kill did not land mid-batch"
         print(f"killed with {len(before)} lines answered and {len(claimed)} claimed")
 
-        restarted = _serve(tmp_path / "second", database_url, files_dir)
+        held.release.set()
+        restarted = _serve(tmp_path / "second", database_url, files_dir, *fetch)
         try:
             _wait_for(
                 "the batch to complete", lambda: _batch(db, batch.id).status == "completed", [restarted]
@@ -206,6 +218,8 @@ def test_sigkill_mid_batch_then_restart_answers_and_charges_every_line_exactly_o
         assert all(after[line] == answer for line, answer in before.items()), "a line was answered again"
         _check_exactly_once(db, files_dir, batch.id, total, account_id, credit)
     finally:
+        held.release.set()
+        held.shutdown()
         db.close()
 
 
@@ -224,7 +238,7 @@ def test_two_replicas_share_a_batch_and_a_killed_ones_claims_go_to_the_other(
     ((account_id, _),) = open_accounts(database_url, [credit])
     db = Database(database_url)
     files_dir = tmp_path / "files"
-    options = ("--batch-lines-in-flight", "2", "--batch-claim-lines", "3")
+    options = ("--batch-lines-in-flight", "2", "--batch-claim-lines", "3", *SHORT_LEASE)
     try:
         total = 300
         survivor = _serve(tmp_path / "a", database_url, files_dir, *options)
@@ -246,8 +260,18 @@ def test_two_replicas_share_a_batch_and_a_killed_ones_claims_go_to_the_other(
 
             _wait_for("both replicas to answer lines, the victim holding a claim", both_answered_and_victim_holds_claims,
                       [survivor, victim])  # fmt: skip
-            victim.process.send_signal(signal.SIGKILL)
-            victim.process.wait()
+            # kill while holding the batch's row: no line can be answered (answer_line updates that row) between
+            # the last look at the claims and the kill
+            deadline = time.monotonic() + WAIT_S
+            while True:
+                with db.write() as conn:
+                    conn.execute(select(batches.c.id).where(batches.c.id == batch.id).with_for_update())
+                    if both_answered_and_victim_holds_claims():
+                        victim.process.send_signal(signal.SIGKILL)
+                        victim.process.wait()
+                        break
+                assert time.monotonic() < deadline, "the victim never held a claim"
+                time.sleep(0.01)
             held = [
                 row.line for row in _lines(db, batch.id) if row.claimed_by == victim_id and not row.answered
             ]
@@ -311,6 +335,8 @@ def test_cancel_stops_answers_and_charges_and_keeps_what_was_answered(tmp_path: 
         try:
             _wait_for("3 answered lines", lambda: _batch(db, batch.id).completed >= 3, [server])
             BatchStore(db).request_cancel(account_id, batch.id)
+            # from the cancel's commit on, no line is answered: these are the lines the batch keeps
+            at_cancel = {row.line for row in _lines(db, batch.id) if row.answered}
             _wait_for(
                 "the batch to be cancelled", lambda: _batch(db, batch.id).status == "cancelled", [server]
             )
@@ -319,6 +345,7 @@ def test_cancel_stops_answers_and_charges_and_keeps_what_was_answered(tmp_path: 
         done = _batch(db, batch.id)
         answered = [row for row in _lines(db, batch.id) if row.answered]
         assert 3 <= len(answered) < total
+        assert {row.line for row in answered} == at_cancel, "a line was answered after cancel"
         assert all(row.answered_at <= done.cancelling_at for row in answered), (
             "a line was answered after cancel"
         )

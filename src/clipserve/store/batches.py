@@ -146,8 +146,8 @@ class BatchStore(FileRows):
     def request_cancel(self, account_id: int | None, batch_id: str) -> BatchRecord:
         """in_progress -> cancelling: from this commit on no line of it is answered or charged. Cancelling a
         batch that is cancelling or cancelled again is harmless; any other status is a 409."""
-        now = self.clock()
         with self.db.write() as conn:
+            now = self.clock()  # under the write lock: no line answered after this commit has an earlier time
             current = _batch(conn, batch_id, owned(batches, account_id))
             if current.status in ACTIVE:
                 conn.execute(
@@ -252,10 +252,10 @@ class BatchStore(FileRows):
         is no longer in_progress (cancelled, expiring). `charge.charge_id` must be line_charge_id(...)."""
         if charge is not None and charge.charge_id != line_charge_id(batch_id, line):
             raise ValueError(f"a batch line's charge id is {line_charge_id(batch_id, line)!r}")
-        now = self.clock()
         succeeded = 1 if status_code == 200 else 0
         try:
             with self.db.write() as conn:
+                now = self.clock()  # under the write lock (see request_cancel)
                 if charge is not None:
                     lock_account(conn, charge.account_id)  # first, as settle does (lock order)
                 answered = conn.execute(
