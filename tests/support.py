@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Executor, Future
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -92,6 +94,34 @@ async def running_app(
 
 
 READY_TIMEOUT_S = 60.0  # the tiny model warms up in well under a second; a full ViT-B-32 in a few
+
+
+UNTIL_TIMEOUT_S = 30.0  # generous: CI runs on two loaded cores
+
+
+async def until(
+    condition: Callable[[], object], what: str = "the condition", timeout_s: float = UNTIL_TIMEOUT_S
+) -> None:
+    """Yield to the app until `condition()` holds (state the service owns, with no event to wait on); fail
+    naming `what` after timeout_s. Tests wait for a state with this, never with a fixed sleep."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout_s:g} s waiting until {what}"
+        await asyncio.sleep(0.005)
+
+
+def occupy(pool: Executor, release: threading.Event, timeout_s: float = 60.0) -> Future[bool]:
+    """Hold one of `pool`'s threads (the model thread: "the model is busy") until `release` is set or timeout_s
+    passes. Returns once the thread is held, so whatever is submitted afterwards waits in the pool's queue."""
+    held = threading.Event()
+
+    def hold() -> bool:
+        held.set()
+        return release.wait(timeout_s)
+
+    future = pool.submit(hold)
+    assert held.wait(timeout_s), "the pool's thread never came free"
+    return future
 
 
 async def wait_until_ready(client: httpx.AsyncClient, timeout_s: float) -> None:

@@ -24,7 +24,7 @@ from clipserve.store.batch_records import NewLine
 from clipserve.store.batches import BatchStore
 from clipserve.store.database import Database
 from clipserve.store.schema import api_keys, batch_files, ledger
-from tests.support import bearer, create_key, data_uri, encode_image, gradient_image, running_app
+from tests.support import bearer, create_key, data_uri, encode_image, gradient_image, occupy, running_app
 
 pytestmark = pytest.mark.anyio
 
@@ -250,8 +250,7 @@ async def test_cancel_stops_the_lines_running_here_at_once(tiny_runtime: Any, tm
             context = app.state.context
             runner = context.batch_runner
             # the model is busy on both threads: online calls and (with --batch-yields) batch calls have their own
-            loop = asyncio.get_running_loop()
-            blocked = [loop.run_in_executor(pool, gate.wait, 60)
+            blocked = [asyncio.wrap_future(occupy(pool, gate))
                        for pool in (context.compute_pool, context.background_compute_pool)]  # fmt: skip
             store = BatchStore(db)
             source = store.create_file(None, "in.jsonl", "batch", 1, "in")

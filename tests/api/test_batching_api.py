@@ -23,7 +23,9 @@ from tests.support import (
     encode_image,
     gradient_image,
     make_settings,
+    occupy,
     running_app,
+    until,
     vectors,
     wait_until_ready,
 )
@@ -139,13 +141,15 @@ async def test_a_full_queue_answers_503_with_retry_after(tiny_runtime, tmp_path:
     async with running_app(tiny_runtime, tmp_path, **settings) as (client, app):
         context = app.state.context
         gate = threading.Event()
-        context.compute_pool.submit(gate.wait, 10)  # the model thread is busy
+        occupy(context.compute_pool, gate, 30)  # the model thread is busy
         running = asyncio.ensure_future(client.post("/v1/embeddings", json={"input": ["a", "b", "c", "d"]}))
-        await asyncio.sleep(0.3)  # admitted, tokenized, and handed to the blocked model thread
+        await until(
+            lambda: context.compute_pool._work_queue.qsize() == 1, "the batch waits for the model thread"
+        )
         assert context.queues.texts.depth == 0
         assert not running.done()
         queued = asyncio.ensure_future(client.post("/v1/embeddings", json={"input": ["e", "f", "g", "h"]}))
-        await _until(lambda: context.queues.texts.depth == 4)
+        await until(lambda: context.queues.texts.depth == 4)
         refused = await client.post("/v1/embeddings", json={"input": "i"})
         gate.set()
         done = await asyncio.gather(running, queued)
@@ -155,11 +159,3 @@ async def test_a_full_queue_answers_503_with_retry_after(tiny_runtime, tmp_path:
     assert refused.json()["error"]["code"] == "server_overloaded"
     assert [r.status_code for r in done] == [200, 200]
     assert after.status_code == 200
-
-
-async def _until(condition, timeout_s: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(int(timeout_s / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached")

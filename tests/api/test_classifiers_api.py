@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.support import bearer, create_key, data_uri, encode_image, gradient_image, running_app
+from tests.support import bearer, create_key, data_uri, encode_image, gradient_image, running_app, until
 
 pytestmark = pytest.mark.anyio
 
@@ -343,14 +343,6 @@ async def test_an_add_retrains_toward_the_new_examples(tiny_runtime: Any, tmp_pa
             assert new_score > old_score
 
 
-async def _until(condition: Any, timeout_s: float = 30.0) -> None:
-    """Yield to the app until `condition()` holds (observable state of the service), failing after timeout_s."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "the condition never held"
-        await asyncio.sleep(0.001)
-
-
 async def test_trainings_in_progress_are_bounded_per_account(tiny_runtime: Any, tmp_path: Path) -> None:
     alice, bob = create_key(tmp_path, "alice"), create_key(tmp_path, "bob")
     body = {"name": "n", "labels": ["cat", "dog"], "examples": [{"input": "a cat", "label": "cat"}]}
@@ -361,13 +353,13 @@ async def test_trainings_in_progress_are_bounded_per_account(tiny_runtime: Any, 
         blocker = service.train_pool.submit_for("someone else", lambda: release.wait(60))  # the only worker
         try:
             first = asyncio.create_task(client.post("/v1/classifiers", json=body, headers=bearer(alice)))
-            await _until(lambda: sum(service.trainings.values()) == 1)  # alice's slot taken, training queued
+            await until(lambda: sum(service.trainings.values()) == 1)  # alice's slot taken, training queued
             refused = await client.post("/v1/classifiers", json=body, headers=bearer(alice))
             assert refused.status_code == 503, refused.text
             assert refused.headers["retry-after"] == "2"
             assert "x-request-cost-micros" not in refused.headers
             other = asyncio.create_task(client.post("/v1/classifiers", json=body, headers=bearer(bob)))
-            await _until(lambda: len(service.trainings) == 2)  # bob is not refused: his own slot
+            await until(lambda: len(service.trainings) == 2)  # bob is not refused: his own slot
             assert not first.done()
         finally:
             release.set()

@@ -4,7 +4,6 @@ request were encoded, unbilled, for an answer that was already an error)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import re
 from collections.abc import AsyncIterator, Callable
@@ -15,7 +14,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from tests.support import encode_image, gradient_image, running_app
+from tests.support import encode_image, gradient_image, running_app, until
 
 pytestmark = pytest.mark.anyio
 
@@ -29,14 +28,6 @@ async def _texts_encoded(client: httpx.AsyncClient) -> float:
     metrics = (await client.get("/metrics")).text
     match = re.search(r'^clipserve_items_total\{queue="texts"\} (\S+)$', metrics, re.MULTILINE)
     return float(match.group(1)) if match else 0.0
-
-
-async def _until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    for _ in range(int(timeout_s / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached")
 
 
 async def test_an_undecodable_image_costs_no_prompt_encoding(tiny_runtime, tmp_path: Path) -> None:
@@ -63,7 +54,7 @@ async def _missing_image_host(answer_when: Callable[[], bool]) -> AsyncIterator[
     """A loopback host whose one image is a 404, sent only once `answer_when()` holds."""
 
     async def missing(_: web.Request) -> web.Response:
-        await _until(answer_when)
+        await until(answer_when)
         return web.Response(status=404)
 
     app = web.Application()

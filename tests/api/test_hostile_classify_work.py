@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytest
 
 from clipserve.errors import InvalidRequestError
 from clipserve.runtime.model import TokenizedTexts
-from tests.support import bearer, create_key, encode_image, gradient_image, running_app
+from tests.support import bearer, create_key, encode_image, gradient_image, occupy, running_app, until
 
 pytestmark = pytest.mark.anyio
 
@@ -33,14 +32,6 @@ SMALL_QUEUES: dict[str, Any] = {
 }
 
 
-async def _until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    for _ in range(int(timeout_s / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached")
-
-
 async def test_one_accounts_prompts_do_not_use_up_another_accounts_share_of_the_text_queue(
     tiny_runtime, tmp_path: Path
 ) -> None:
@@ -48,7 +39,7 @@ async def test_one_accounts_prompts_do_not_use_up_another_accounts_share_of_the_
     async with running_app(tiny_runtime, tmp_path, **SMALL_QUEUES) as (client, app):
         queues = app.state.context.queues
         gate = threading.Event()
-        app.state.context.compute_pool.submit(gate.wait, 30)  # the model thread is busy
+        occupy(app.state.context.compute_pool, gate, 30)  # the model thread is busy
         try:
             # Texts and an image handed to the blocked model thread: what comes next waits in the queues.
             busy = asyncio.ensure_future(
@@ -56,7 +47,8 @@ async def test_one_accounts_prompts_do_not_use_up_another_accounts_share_of_the_
                     "/v1/embeddings", json={"input": ["w", "x", "y", {"image": IMAGE}]}, headers=bearer(first)
                 )
             )
-            await asyncio.sleep(0.3)
+            pool = app.state.context.compute_pool
+            await until(lambda: pool._work_queue.qsize() == 2, "a text and an image batch wait for the model")
             assert (queues.texts.depth, queues.images.depth) == (0, 0)
             assert not busy.done()
             # The first account's classify holds its whole share of the text queue with new prompts ...
@@ -67,7 +59,7 @@ async def test_one_accounts_prompts_do_not_use_up_another_accounts_share_of_the_
                     headers=bearer(first),
                 )
             )
-            await _until(lambda: queues.texts.depth == 4)
+            await until(lambda: queues.texts.depth == 4)
             # ... and the second account's classify with new prompts still gets its own share.
             other = asyncio.ensure_future(
                 client.post(
@@ -76,7 +68,7 @@ async def test_one_accounts_prompts_do_not_use_up_another_accounts_share_of_the_
                     headers=bearer(second),
                 )
             )
-            await _until(lambda: other.done() or queues.texts.depth == 6)
+            await until(lambda: other.done() or queues.texts.depth == 6)
             assert not other.done(), other.result().text  # queued, not refused
         finally:
             gate.set()
@@ -93,7 +85,7 @@ async def test_a_classify_whose_prompts_are_refused_leaves_no_image_work_behind(
     async with running_app(tiny_runtime, tmp_path, **SMALL_QUEUES) as (client, app):
         queues = app.state.context.queues
         gate = threading.Event()
-        app.state.context.compute_pool.submit(gate.wait, 30)
+        occupy(app.state.context.compute_pool, gate, 30)
         try:
             busy = [
                 asyncio.ensure_future(
@@ -102,7 +94,10 @@ async def test_a_classify_whose_prompts_are_refused_leaves_no_image_work_behind(
                     )
                 )
             ]
-            await asyncio.sleep(0.3)  # both batchers now wait for the blocked model thread
+            pool = app.state.context.compute_pool
+            await until(
+                lambda: pool._work_queue.qsize() == 2, "both batchers wait for the blocked model thread"
+            )
             assert (queues.texts.depth, queues.images.depth) == (0, 0)
             decoded_before = queues.decoded.in_use
             for key in (busy_1, busy_2):  # the text queue is full: 8 of 8
@@ -113,7 +108,7 @@ async def test_a_classify_whose_prompts_are_refused_leaves_no_image_work_behind(
                         )
                     )
                 )
-            await _until(lambda: queues.texts.depth == 8)
+            await until(lambda: queues.texts.depth == 8)
             refused = await client.post(
                 "/v1/classify",
                 json={"input": [{"image": IMAGE}] * 4, "labels": ["cat", "dog"], "template": TEMPLATE},
@@ -121,7 +116,7 @@ async def test_a_classify_whose_prompts_are_refused_leaves_no_image_work_behind(
             )
             assert refused.status_code == 503, refused.text
             # Its images are not decoded and queued for nobody while the model is busy: nothing is held.
-            await _until(
+            await until(
                 lambda: queues.images.depth == 0 and queues.decoded.in_use == decoded_before, timeout_s=2
             )
             await asyncio.sleep(0.2)
@@ -147,10 +142,10 @@ async def test_an_embedding_whose_text_fails_to_tokenize_stops_its_images(
     async with running_app(tiny_runtime, tmp_path, **SMALL_QUEUES) as (client, app):
         queues = app.state.context.queues
         gate = threading.Event()
-        app.state.context.compute_pool.submit(gate.wait, 30)
+        occupy(app.state.context.compute_pool, gate, 30)
         try:
             busy = asyncio.ensure_future(client.post("/v1/embeddings", json={"input": [{"image": IMAGE}]}))
-            await _until(lambda: queues.decoded.in_use == 1)
+            await until(lambda: queues.decoded.in_use == 1)
             await asyncio.sleep(0.2)  # the image batcher now waits for the blocked model thread
             decoded_before = queues.decoded.in_use
             # Before: the 400 came only once every image had been decoded and encoded (here: never, while

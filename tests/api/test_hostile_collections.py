@@ -14,7 +14,16 @@ from urllib.parse import quote
 import numpy as np
 import pytest
 
-from tests.support import bearer, create_key, data_uri, encode_image, gradient_image, running_app
+from tests.support import (
+    bearer,
+    create_key,
+    data_uri,
+    encode_image,
+    gradient_image,
+    occupy,
+    running_app,
+    until,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -298,18 +307,10 @@ async def test_the_periodic_sweep_finishes_pending_deletes(
         sweep = asyncio.ensure_future(service.sweep_pending_deletes(interval_s=0.01))
         try:
             # the sweep's last step is deleting the row (after the store's drop): wait for that, not the drop
-            await _until(lambda: service._catalogue.pending_deletes() == [])
+            await until(lambda: service._catalogue.pending_deletes() == [])
         finally:
             sweep.cancel()
         assert not service.vectors.has_collection(record.store_key)
-
-
-async def _until(condition: Any, timeout_s: float = 10.0) -> None:
-    for _ in range(int(timeout_s / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached")
 
 
 async def test_an_add_is_admitted_whole_or_refused_whole(
@@ -324,19 +325,19 @@ async def test_an_add_is_admitted_whole_or_refused_whole(
         context = app.state.context
         assert (await client.post("/v1/collections", json={"name": "c"}, headers=auth)).status_code == 200
         gate = threading.Event()
-        context.compute_pool.submit(gate.wait, 20)  # the model thread is busy
+        occupy(context.compute_pool, gate, 20)  # the model thread is busy
         try:
             first = asyncio.ensure_future(
                 client.post("/v1/embeddings", json={"input": [{"image": _image(0)}]}, headers=auth)
             )
-            await _until(lambda: context.queues.images.depth == 0 and context.queues.images.queued_bytes > 0)
+            await until(lambda: context.queues.images.depth == 0 and context.queues.images.queued_bytes > 0)
             # that image is in the batch waiting for the model thread: the batcher takes no more for now
             queued = asyncio.ensure_future(
                 client.post(
                     "/v1/embeddings", json={"input": [{"image": _image(n)} for n in (1, 2, 3)]}, headers=auth
                 )
             )
-            await _until(lambda: context.queues.images.depth == 3)
+            await until(lambda: context.queues.images.depth == 3)
             items = [{"id": f"i{n}", "image": _image(10 + n)} for n in range(2)]  # 3 + 2 > 4
             refused = await client.post("/v1/collections/c/items", json={"items": items}, headers=auth)
         finally:

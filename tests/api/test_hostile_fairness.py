@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
-from tests.support import bearer, create_key, encode_image, gradient_image, running_app
+from tests.support import bearer, create_key, encode_image, gradient_image, running_app, until
 
 pytestmark = pytest.mark.anyio
 
@@ -82,12 +82,6 @@ def image_urls(urls: list[str]) -> dict[str, Any]:
     return {"input": [{"type": "image_url", "image_url": {"url": url}} for url in urls]}
 
 
-async def wait_until(condition: Any, timeout_s: float = 30.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not condition():  # noqa: ASYNC110 - polls state owned by the app, with no event to wait on
-            await asyncio.sleep(0.01)
-
-
 async def test_an_account_with_200_slow_urls_does_not_delay_another_accounts_image(
     tiny_runtime: Any, tmp_path: Path
 ) -> None:
@@ -119,7 +113,7 @@ async def test_an_account_with_200_slow_urls_does_not_delay_another_accounts_ima
             )
             for r in range(3)
         ]
-        await wait_until(lambda: host.open_now["attacker"] >= PER_ACCOUNT)
+        await until(lambda: host.open_now["attacker"] >= PER_ACCOUNT)
         await asyncio.sleep(0.2)  # room for any fetch beyond the account's share to open
 
         async with asyncio.timeout(30):  # "doesn't hang": the victim's own fetch answers at once
@@ -182,7 +176,7 @@ async def test_the_image_queue_is_bounded_in_bytes_and_refuses_with_503(
     ) as (client, app):  # fmt: skip
         queue = app.state.context.queues.images
         first = asyncio.ensure_future(client.post("/v1/embeddings", json=body))
-        await wait_until(lambda: queue.queued_bytes > mib)
+        await until(lambda: queue.queued_bytes > mib)
         second = await client.post("/v1/embeddings", json=body)
         assert second.status_code == 503, second.text
         assert second.json()["error"]["message"].startswith("the images queue is full")

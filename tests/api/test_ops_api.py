@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -22,6 +20,7 @@ from tests.support import (
     gradient_image,
     make_settings,
     running_app,
+    until,
     vectors,
     wait_until_ready,
 )
@@ -68,13 +67,6 @@ def held_warmup_runtime() -> HeldWarmupRuntime:
     return runtime
 
 
-async def _until(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        await asyncio.sleep(0.01)
-
-
 async def test_not_ready_while_the_real_warm_up_runs_and_requests_wait_for_it(
     tiny_runtime, tmp_path: Path
 ) -> None:
@@ -99,12 +91,12 @@ async def test_not_ready_while_the_real_warm_up_runs_and_requests_wait_for_it(
                 body = {"input": ["a cat", {"image": data_uri(image)}], "encoding_format": "base64"}
                 waiting = asyncio.ensure_future(client.post("/v1/embeddings", json=body))
                 # both items are handed to the model thread, which the warm-up still holds
-                await _until(lambda: context.compute_pool._work_queue.qsize() == 2, "both batches wait")
+                await until(lambda: context.compute_pool._work_queue.qsize() == 2, "both batches wait")
                 assert not waiting.done()
                 still_not_ready = await client.get("/ready")
                 runtime.release.set()
                 answered = await waiting
-                await _until(lambda: context.ready, "the warm-up finished")
+                await until(lambda: context.ready, "the warm-up finished")
                 ready = await client.get("/ready")
         finally:
             runtime.release.set()  # never leave the lifespan's shutdown waiting on a held warm-up

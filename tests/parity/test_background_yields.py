@@ -4,6 +4,7 @@ exactly what an uninterrupted call gives, and open_clip's answer (full ViT-B-32,
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,6 +34,11 @@ def _paused_while_online_runs(runtime: ClipRuntime, background: object, online: 
         with ThreadPoolExecutor(1) as online_thread, ThreadPoolExecutor(1) as background_thread:
             gate.enter()  # online work in the house from the start: the background call pauses at once
             future = background_thread.submit(gate.run_background, background)  # type: ignore[arg-type]
+            deadline = time.monotonic() + 120
+            while gate.pauses == 0:  # it has reached its first yield point and waits there
+                assert not future.done(), "the background call ended without pausing"
+                assert time.monotonic() < deadline, "the background call never paused"
+                time.sleep(0.001)
             for _ in range(3):  # three online calls while the background one waits at its first point
                 online_thread.submit(online).result()  # type: ignore[arg-type]
             gate.leave()
