@@ -116,9 +116,7 @@ async def test_a_classify_whose_prompts_are_refused_leaves_no_image_work_behind(
             )
             assert refused.status_code == 503, refused.text
             # Its images are not decoded and queued for nobody while the model is busy: nothing is held.
-            await until(
-                lambda: queues.images.depth == 0 and queues.decoded.in_use == decoded_before, timeout_s=2
-            )
+            await until(lambda: queues.images.depth == 0 and queues.decoded.in_use == decoded_before)
             await asyncio.sleep(0.2)
             assert queues.images.depth == 0
             assert queues.decoded.in_use == decoded_before
@@ -146,7 +144,10 @@ async def test_an_embedding_whose_text_fails_to_tokenize_stops_its_images(
         try:
             busy = asyncio.ensure_future(client.post("/v1/embeddings", json={"input": [{"image": IMAGE}]}))
             await until(lambda: queues.decoded.in_use == 1)
-            await asyncio.sleep(0.2)  # the image batcher now waits for the blocked model thread
+            pool = app.state.context.compute_pool
+            await until(
+                lambda: pool._work_queue.qsize() == 1, "the image batch waits for the blocked model thread"
+            )
             decoded_before = queues.decoded.in_use
             # Before: the 400 came only once every image had been decoded and encoded (here: never, while
             # the model is busy); now it comes at once and the images' decode slots are freed. (An image that
