@@ -41,12 +41,16 @@
 
   // --- classify ---
   let classifyImage = null; // a data URI from a picked, dropped or pasted file
-  async function useClassifyFile(file) {
-    if (!file) return;
-    classifyImage = await cs.readAsDataURL(file);
-    const preview = $("classify-preview");
-    preview.src = classifyImage;
-    preview.hidden = false;
+  let classifyReading = Promise.resolve(); // the file being read: a quick click on Classify waits for it
+  function useClassifyFile(file) {
+    if (!file) return Promise.resolve();
+    classifyReading = cs.readAsDataURL(file).then(function (image) {
+      classifyImage = image;
+      const preview = $("classify-preview");
+      preview.src = classifyImage;
+      preview.hidden = false;
+    });
+    return classifyReading;
   }
   $("classify-file").addEventListener("change", function (event) {
     useClassifyFile(event.target.files[0]).catch(function (error) { cs.showError($("classify-error"), error); });
@@ -100,6 +104,7 @@
     const button = $("classify-submit");
     const errorBox = $("classify-error");
     cs.showError(errorBox, null);
+    await classifyReading.catch(function () { return null; }); // a file that could not be read: shown when picked
     const image = classifyImage || $("classify-url").value.trim();
     const classifier = $("classify-classifier").value;
     const labels = lines($("classify-labels").value);
