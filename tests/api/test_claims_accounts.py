@@ -69,10 +69,12 @@ async def gated_image_host() -> AsyncIterator[GatedImageHost]:
 
 
 def _shift_ledger_clock(app: Any) -> Callable[[float], None]:
-    """Put the ledger store on the wall clock plus an offset the test moves forward (the store's injected
-    clock: holds, idempotency records and rate windows all read it); returns the function that moves it."""
+    """Stop the ledger store's clock (its injected clock: holds, idempotency records and rate windows all read
+    it) at now; only the test moves it, so how long the requests take in real time does not matter. Returns the
+    function that moves it forward."""
+    stopped_at = utc_now()
     offset = [timedelta(0)]
-    app.state.context.ledger.clock = lambda: utc_now() + offset[0]
+    app.state.context.ledger.clock = lambda: stopped_at + offset[0]
 
     def advance(seconds: float) -> None:
         offset[0] += timedelta(seconds=seconds)

@@ -140,7 +140,7 @@ async def test_an_embedding_whose_text_fails_to_tokenize_stops_its_images(
     async with running_app(tiny_runtime, tmp_path, **SMALL_QUEUES) as (client, app):
         queues = app.state.context.queues
         gate = threading.Event()
-        occupy(app.state.context.compute_pool, gate, 30)
+        occupy(app.state.context.compute_pool, gate, 120)
         try:
             busy = asyncio.ensure_future(client.post("/v1/embeddings", json={"input": [{"image": IMAGE}]}))
             await until(lambda: queues.decoded.in_use == 1)
@@ -155,7 +155,7 @@ async def test_an_embedding_whose_text_fails_to_tokenize_stops_its_images(
             failing = asyncio.ensure_future(
                 client.post("/v1/embeddings", json={"input": [{"image": IMAGE}] * 3 + ["poison"]})
             )
-            done, _ = await asyncio.wait([failing], timeout=5)
+            done, _ = await asyncio.wait([failing], timeout=60)  # the model stays busy for 120 s
             assert done, "no answer while the model is busy: the request waited for its images"
             assert failing.result().status_code == 400, failing.result().text
             assert queues.decoded.in_use == decoded_before

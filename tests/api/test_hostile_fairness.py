@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,7 +19,7 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
-from tests.support import bearer, create_key, encode_image, gradient_image, running_app, until
+from tests.support import bearer, create_key, encode_image, gradient_image, occupy, running_app, until
 
 pytestmark = pytest.mark.anyio
 
@@ -175,9 +176,14 @@ async def test_the_image_queue_is_bounded_in_bytes_and_refuses_with_503(
         max_request_bytes=2 * mib, max_queue_bytes=2 * mib, image_decode_ahead=1, batch_wait_ms=20.0,
     ) as (client, app):  # fmt: skip
         queue = app.state.context.queues.images
-        first = asyncio.ensure_future(client.post("/v1/embeddings", json=body))
-        await until(lambda: queue.queued_bytes > mib)
-        second = await client.post("/v1/embeddings", json=body)
+        model_free = threading.Event()
+        occupy(app.state.context.compute_pool, model_free)  # the queue cannot drain before the second request
+        try:
+            first = asyncio.ensure_future(client.post("/v1/embeddings", json=body))
+            await until(lambda: queue.queued_bytes > mib)
+            second = await client.post("/v1/embeddings", json=body)
+        finally:
+            model_free.set()
         assert second.status_code == 503, second.text
         assert second.json()["error"]["message"].startswith("the images queue is full")
         assert second.headers["retry-after"] == "1"  # a full queue frees within a batch: retry in a second

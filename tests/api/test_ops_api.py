@@ -14,6 +14,7 @@ from clipserve.api.app import create_app
 from clipserve.runtime.images import decode_image
 from clipserve.runtime.model import ClipRuntime, RuntimeSpec
 from tests.support import (
+    READY_TIMEOUT_S,
     TINY_CONFIG,
     data_uri,
     encode_image,
@@ -35,10 +36,7 @@ async def test_ready_turns_on_only_after_warm_up(tiny_runtime, tmp_path: Path) -
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             assert (await client.get("/health")).json() == {"status": "ok"}
-            for _ in range(500):
-                if context.ready:
-                    break
-                await asyncio.sleep(0.01)
+            await until(lambda: context.ready, "the warm-up finished", READY_TIMEOUT_S)
             ready = await client.get("/ready")
         assert ready.status_code == 200
         assert ready.json() == {"status": "ready"}

@@ -46,6 +46,7 @@ def test_sign_up_key_embeddings_console_revoke(web: WebPage, site: Site) -> None
     key = (page.text_content("#new-key-value") or "").strip()
     assert re.fullmatch(r"sk-[A-Za-z0-9_\-]+", key), key
     row = page.locator("#keys-table tr[data-key-id]", has=page.locator(".key-name", has_text="ci key"))
+    row.wait_for()  # the table is reloaded after the key is shown
     assert row.count() == 1, page.inner_html("#keys-table")
     key_id = row.get_attribute("data-key-id")
     web.shot("console-key-created")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -45,38 +46,44 @@ class ServerProcess:
         return int(self.process.wait())
 
 
+_LISTENING = re.compile(r"Uvicorn running on http://[^\s:]+:(\d+)")
+
+
 def start_server(data_dir: Path, *args: str, ready_timeout_s: float = 90) -> ServerProcess:
-    port = free_port()
+    """`clipserve serve` on a port the kernel picks when the server binds (`--port 0`; read back from its log),
+    so no other process can take the port between choosing and binding it; returns once /ready answers 200."""
     log_path = data_dir / "server.log"
     data_dir.mkdir(parents=True, exist_ok=True)
-    command = [
-        sys.executable,
-        "-m",
-        "clipserve",
-        "serve",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(data_dir),
-        *args,
-    ]
+    command = [sys.executable, "-m", "clipserve", "serve", "--port", "0", "--data-dir", str(data_dir), *args]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
         command, stdout=log_path.open("w"), stderr=subprocess.STDOUT, env=env, text=True
     )
-    server = ServerProcess(process, f"http://127.0.0.1:{port}", log_path)
+    return wait_until_serving(process, log_path, ready_timeout_s)
+
+
+def wait_until_serving(
+    process: subprocess.Popen[str], log_path: Path, ready_timeout_s: float = 90
+) -> ServerProcess:
+    """Wait for a started `clipserve serve --port 0` to log the port it bound, then for /ready to answer 200."""
     deadline = time.monotonic() + ready_timeout_s
+    server: ServerProcess | None = None
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"server exited early ({process.returncode}):\n{server.log()}")
-        try:
-            if httpx.get(f"{server.base_url}/ready", timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
+            raise AssertionError(f"server exited early ({process.returncode}):\n{log_path.read_text()}")
+        if server is None:
+            listening = _LISTENING.search(log_path.read_text())
+            if listening is not None:
+                server = ServerProcess(process, f"http://127.0.0.1:{listening.group(1)}", log_path)
+        else:
+            try:
+                if httpx.get(f"{server.base_url}/ready", timeout=1).status_code == 200:
+                    return server
+            except httpx.TransportError:
+                pass
         time.sleep(0.1)
-    server.stop()
-    raise AssertionError(f"server not ready in {ready_timeout_s}s:\n{server.log()}")
+    ServerProcess(process, "", log_path).stop()
+    raise AssertionError(f"server not ready in {ready_timeout_s}s:\n{log_path.read_text()}")
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ def test_import_a_folder_and_resume(tiny_server: ServerProcess, tmp_path: Path) 
     argv = ["collections", "import", "holiday", str(folder), "--url", tiny_server.base_url, "--batch-size", "2",
             "--state", str(state)]  # fmt: skip
     assert main(argv) == 1  # broken.jpg failed, and says so
-    with httpx.Client(base_url=tiny_server.base_url) as http:
+    with httpx.Client(base_url=tiny_server.base_url, timeout=60) as http:
         assert http.get("/v1/collections/holiday").json()["item_count"] == 4  # 5 images, one skipped as done
         ids = set(state.read_text().split())
         assert ids == {"trip/img1.png", "img0.png", "img2.png", "img4.png", "trip/img3.png"}
@@ -63,7 +63,7 @@ def test_import_a_parquet_file_of_embeddings(tiny_server: ServerProcess, tmp_pat
         )
         == 0
     )
-    with httpx.Client(base_url=tiny_server.base_url) as http:
+    with httpx.Client(base_url=tiny_server.base_url, timeout=60) as http:
         assert http.get("/v1/collections/vectors").json()["item_count"] == 10
         hits = http.post(
             "/v1/collections/vectors/search", json={"query": {"vector": vectors[6].tolist()}, "top_k": 10}
@@ -112,7 +112,7 @@ def test_import_an_embed_dataset_output_folder_without_re_embedding(
     output = _embed_output(tmp_path, vectors)
     argv = ["collections", "import", "dataset", str(output), "--url", tiny_server.base_url]
     assert main(argv) == 0
-    with httpx.Client(base_url=tiny_server.base_url) as http:
+    with httpx.Client(base_url=tiny_server.base_url, timeout=60) as http:
         assert http.get("/v1/collections/dataset").json()["item_count"] == 6  # shards 0 and 2; 1 uncommitted
         item = http.get("/v1/collections/dataset/items/img5", params={"include_vector": "true"}).json()
         stored = np.asarray(item["vector"], dtype=np.float32)

@@ -32,6 +32,7 @@ def test_zero_shot_image_classification_with_the_hf_client(tiny_server: ServerPr
             "labels": LABELS,
             "template": "This is a photo of {}.",
         },
+        timeout=60,
     ).json()
     assert [(o.label, round(o.score, 6)) for o in outputs] == [
         (p["label"], round(p["score"], 6)) for p in jina["data"][0]["predictions"]
@@ -42,7 +43,7 @@ TEXTS = ["a photo of a cat", "a diagram of a rocket", "coffee"]
 
 
 def _embeddings(base_url: str, inputs: list[str]) -> np.ndarray:
-    body = httpx.post(f"{base_url}/v1/embeddings", json={"input": inputs}).json()
+    body = httpx.post(f"{base_url}/v1/embeddings", json={"input": inputs}, timeout=60).json()
     return np.asarray([row["embedding"] for row in body["data"]], dtype=np.float32)
 
 

@@ -11,7 +11,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from clipserve.api.app import create_app
 from clipserve.server import GuardedHttpProtocol
 from tests.api.test_hostile_accounts import SettleThatWaits
 from tests.support import TINY_CONFIG, bearer, create_key, make_settings
-from tests.system.conftest import ServerProcess, start_server
+from tests.system.conftest import HeldImages, ServerProcess, start_server
 
 # Generous: each bound only proves "closed by the server", against "open until the test gives up".
 GIVE_UP_S = 30.0
@@ -167,25 +166,15 @@ def test_connections_beyond_the_cap_get_503_at_once(tmp_path: Path) -> None:
         server.stop()
 
 
-class _SlowImageHandler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        time.sleep(20)  # the request is still fetching when the shutdown period ends
-        self.send_response(404)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 def test_requests_running_when_the_shutdown_period_ends_get_503_with_retry_after(tmp_path: Path) -> None:
-    images = ThreadingHTTPServer(("127.0.0.1", 0), _SlowImageHandler)
+    images = HeldImages(b"never sent")  # the request is still fetching when the shutdown period ends
     threading.Thread(target=images.serve_forever, daemon=True).start()
     server = start_server(
         tmp_path,
         *("--weights", "random", "--architecture", str(TINY_CONFIG), "--graceful-shutdown-s", "1"),
         *("--image-fetch-allow-private", "--image-fetch-timeout-s", "60"),
     )
-    url = f"http://127.0.0.1:{images.server_address[1]}/slow.png"
+    url = images.url
     result: list[httpx.Response] = []
     try:
         request = threading.Thread(
@@ -194,10 +183,11 @@ def test_requests_running_when_the_shutdown_period_ends_get_503_with_retry_after
             )
         )
         request.start()
-        time.sleep(1.5)  # in flight, waiting on the image
+        assert images.arrived.acquire(timeout=GIVE_UP_S), "the request never fetched its image"  # in flight
         server.stop()
         request.join(GIVE_UP_S)
     finally:
+        images.release.set()
         images.shutdown()
     assert result, "no answer"
     response = result[0]

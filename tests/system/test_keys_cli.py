@@ -35,7 +35,7 @@ def test_keys_commands_work_beside_a_running_server(
         assert main(["keys", "create", "--name", "acme", "--credit", "0.5", *data_dir]) == 0
         key = capsys.readouterr().out.strip()
         assert key.startswith("sk-clip-")
-        with httpx.Client(base_url=server.base_url) as http:
+        with httpx.Client(base_url=server.base_url, timeout=60) as http:
             # the server notices its first key (it looks every 2 s) and turns authentication on
             _wait_for(lambda: http.get("/v1/key").status_code == 401, "authentication turned on")
             assert http.post("/v1/embeddings", json={"input": "a"}).status_code == 401

@@ -39,7 +39,9 @@ def test_a_real_key_embeds_and_is_charged(keyed_server: tuple[ServerProcess, dic
     client = _client(server, keys["rich"])
 
     def usage_micros() -> int:
-        status = httpx.get(f"{server.base_url}/v1/key", headers={"Authorization": f"Bearer {keys['rich']}"})
+        status = httpx.get(
+            f"{server.base_url}/v1/key", headers={"Authorization": f"Bearer {keys['rich']}"}, timeout=60
+        )
         return int(status.json()["data"]["usage_micros"])
 
     before = usage_micros()  # other tests in this module may have used the key already

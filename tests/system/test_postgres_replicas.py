@@ -37,7 +37,7 @@ from tests.support import (
     ledger_of,
     open_accounts,
 )
-from tests.system.conftest import ServerProcess, free_port
+from tests.system.conftest import ServerProcess, wait_until_serving
 
 REPLICAS = 3
 REQUESTS_PER_REPLICA = 20
@@ -50,12 +50,12 @@ SEED = int(os.environ.get("CLIPSERVE_TEST_SEED", "17"))
 
 
 def _launch(data_dir: Path, database_url: str) -> ServerProcess:
-    """A `clipserve serve` process on a free port, not waited for."""
-    port = free_port()
+    """A `clipserve serve` process on a port it binds itself (`--port 0`), not waited for: its base_url is
+    empty until `_wait_ready` has read the port from its log."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "server.log"
     command = [
-        sys.executable, "-m", "clipserve", "serve", "--port", str(port), "--data-dir", str(data_dir),
+        sys.executable, "-m", "clipserve", "serve", "--port", "0", "--data-dir", str(data_dir),
         "--database-url", database_url, "--weights", "random", "--architecture", str(TINY_CONFIG),
         # auth on from the start: with auto, a server would serve (free) until it noticed the test's key
         "--auth", "on", "--rate-limit-requests-per-minute", "0", "--rate-limit-images-per-minute", "0",
@@ -64,21 +64,11 @@ def _launch(data_dir: Path, database_url: str) -> ServerProcess:
     process = subprocess.Popen(
         command, stdout=log_path.open("w"), stderr=subprocess.STDOUT, env=env, text=True
     )
-    return ServerProcess(process, f"http://127.0.0.1:{port}", log_path)
+    return ServerProcess(process, "", log_path)
 
 
-def _wait_ready(server: ServerProcess, timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise AssertionError(f"server exited early ({server.process.returncode}):\n{server.log()}")
-        try:
-            if httpx.get(f"{server.base_url}/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"server not ready in {timeout_s}s:\n{server.log()}")
+def _wait_ready(server: ServerProcess, timeout_s: float = 180) -> ServerProcess:
+    return wait_until_serving(server.process, server.log_path, timeout_s)
 
 
 def _migration_waiters(admin_url: str, database: str) -> int:
@@ -133,8 +123,7 @@ def replicas(postgres_admin_url: str, tmp_path_factory: pytest.TempPathFactory) 
                     raise AssertionError("the replicas never waited on the migration's advisory lock")
                 time.sleep(0.05)
             holder.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_ID,))
-            for server in servers:
-                _wait_ready(server)
+            servers = [_wait_ready(server) for server in servers]
         except BaseException:
             for server in servers:
                 server.stop()

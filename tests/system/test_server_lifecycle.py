@@ -65,7 +65,7 @@ def test_help_documents_every_setting_and_its_env_var() -> None:
 
 def test_random_weights_warn_loudly(tiny_server: ServerProcess) -> None:
     assert "RANDOM WEIGHTS" in tiny_server.log()
-    response = httpx.get(f"{tiny_server.base_url}/v1/models")
+    response = httpx.get(f"{tiny_server.base_url}/v1/models", timeout=60)
     assert response.headers["x-clipserve-weights"].startswith("random")
 
 
