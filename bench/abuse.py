@@ -21,7 +21,6 @@ import json
 import multiprocessing
 import os
 import random
-import socket
 import statistics
 import string
 import subprocess
@@ -36,7 +35,7 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-from common import cpu_description, wait_until_ready
+from common import cpu_description, free_port, wait_until_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "tests" / "fixtures" / "clipserve-tiny.json"
@@ -276,12 +275,6 @@ def rss_now(pid: int) -> int:
 
 
 # ---------- the server ----------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def create_key(data_dir: Path, name: str) -> str:

@@ -42,8 +42,15 @@ from typing import Any
 import httpx
 import torch
 
-from common import closed_loop_latencies, cpu_description, photo_paths, wait_until_ready, write_random_vit_b32
-from embed_throughput import free_port, jpeg_640x480
+from common import (
+    closed_loop_latencies,
+    cpu_description,
+    free_port,
+    jpeg_640x480,
+    photo_paths,
+    wait_until_ready,
+    write_random_vit_b32,
+)
 
 ENDED = {"completed", "failed", "expired", "cancelled"}
 
@@ -132,6 +139,14 @@ def poll(http: httpx.Client, batch_id: str) -> dict[str, Any]:
     return dict(response.json())
 
 
+def wait_ended(http: httpx.Client, batch: dict[str, Any]) -> dict[str, Any]:
+    """Poll the batch until it has ended (its answers written); its last state."""
+    while batch["status"] not in ENDED:
+        time.sleep(0.1)
+        batch = poll(http, batch["id"])
+    return batch
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -172,9 +187,7 @@ def main() -> None:
                         bulk_rates[size].append(bulk_run(base, images, size, args.batch_images))
                     batch = create_batch(http, images, args.batch_images, args.line_items)
                     started = time.perf_counter()
-                    while batch["status"] not in ENDED:
-                        time.sleep(0.1)
-                        batch = poll(http, batch["id"])
+                    batch = wait_ended(http, batch)
                     idle_seconds = time.perf_counter() - started
                     assert batch["status"] == "completed", batch
                     idle_rates.append(batch["request_counts"]["completed"] * args.line_items / idle_seconds)
@@ -201,8 +214,7 @@ def main() -> None:
                     )
                     still_running = still_running and large["status"] == "in_progress"
                     http.post(f"/v1/batches/{large['id']}/cancel").raise_for_status()
-                    while poll(http, large["id"])["status"] not in ENDED:  # its answers are written
-                        time.sleep(0.1)
+                    wait_ended(http, large)
                 during_rate = sum(during) / len(during)
         finally:
             server.send_signal(signal.SIGTERM)

@@ -6,7 +6,9 @@ Scripts run as `python bench/NAME.py`, so this folder is on sys.path and they im
 from __future__ import annotations
 
 import asyncio
+import io
 import platform
+import socket
 import statistics
 import subprocess
 import threading
@@ -20,6 +22,7 @@ import httpx
 import open_clip
 import skimage
 import torch
+from PIL import Image, ImageOps
 from safetensors.torch import save_file
 
 PHOTOS = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "camera.png", "horse.png"]
@@ -124,3 +127,15 @@ def closed_loop_latencies(
     for thread in threads:
         thread.join()
     return latencies
+
+
+def jpeg_640x480(path: Path) -> bytes:
+    buffer = io.BytesIO()
+    ImageOps.fit(Image.open(path).convert("RGB"), (640, 480)).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

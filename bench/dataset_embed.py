@@ -31,8 +31,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from common import cpu_description, photo_paths, write_random_vit_b32
-from embed_throughput import free_port
+from common import cpu_description, free_port, photo_paths, write_random_vit_b32
 
 
 def write_images(folder: Path, count: int, seed: int = 0) -> list[Path]:

@@ -18,7 +18,6 @@ import argparse
 import base64
 import io
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,23 +32,19 @@ from PIL import Image, ImageOps
 from clipserve.config import Settings
 from clipserve.runtime.images import decode_image
 from clipserve.runtime.model import ClipRuntime, RuntimeSpec
-from common import closed_loop_latencies, cpu_description, timed, wait_until_ready, write_random_vit_b32
+from common import (
+    closed_loop_latencies,
+    cpu_description,
+    free_port,
+    jpeg_640x480,
+    timed,
+    wait_until_ready,
+    write_random_vit_b32,
+)
 from common import photo_paths as photos
 
 CLASSES = ["cat", "dog", "rocket", "coffee cup", "astronaut", "horse", "camera", "tree"]
 PROMPTS = ["a photo of a {}.", "a blurry photo of a {}.", "a drawing of the {}.", "the {} in a video game."]
-
-
-def jpeg_640x480(path: Path) -> bytes:
-    buffer = io.BytesIO()
-    ImageOps.fit(Image.open(path).convert("RGB"), (640, 480)).save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def http_run(

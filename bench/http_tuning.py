@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 
 from clipserve.config import Settings
-from common import photo_paths, write_random_vit_b32
-from embed_throughput import http_run, jpeg_640x480
+from common import jpeg_640x480, photo_paths, write_random_vit_b32
+from embed_throughput import http_run
 
 
 def settings_rows(cores: int) -> list[tuple[str, tuple[str, ...]]]:

@@ -110,6 +110,16 @@ async def until(
         await asyncio.sleep(0.005)
 
 
+def wait_for(
+    condition: Callable[[], object], what: str = "the condition", timeout_s: float = UNTIL_TIMEOUT_S
+) -> None:
+    """`until` for code outside an event loop (threads, server processes): poll `condition()` until it holds."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout_s:g} s waiting until {what}"
+        time.sleep(0.005)
+
+
 def occupy(pool: Executor, release: threading.Event, timeout_s: float = 60.0) -> Future[bool]:
     """Hold one of `pool`'s threads (the model thread: "the model is busy") until `release` is set or timeout_s
     passes. Returns once the thread is held, so whatever is submitted afterwards waits in the pool's queue."""

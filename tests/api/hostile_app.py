@@ -14,7 +14,6 @@ import copy
 import json
 import logging
 import os
-import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,7 +29,15 @@ from starlette.testclient import TestClient
 from clipserve.api.app import create_app
 from clipserve.model_card import HUB_ID
 from clipserve.runtime.model import ClipRuntime
-from tests.support import READY_TIMEOUT_S, create_key, data_uri, encode_image, gradient_image, make_settings
+from tests.support import (
+    READY_TIMEOUT_S,
+    create_key,
+    data_uri,
+    encode_image,
+    gradient_image,
+    make_settings,
+    wait_for,
+)
 
 MAX_SENDABLE_URL = 32_768
 
@@ -579,10 +586,7 @@ def hostile_server(runtime: ClipRuntime, data_dir: Path, mode: Mode) -> Iterator
     app_logger.addHandler(errors)
     try:
         with TestClient(app, base_url="http://clipserve.test", raise_server_exceptions=False) as client:
-            deadline = time.monotonic() + READY_TIMEOUT_S
-            while (ready := client.get("/ready")).status_code != 200:
-                assert time.monotonic() < deadline, f"the app never became ready: {ready.text}"
-                time.sleep(0.01)
+            wait_for(lambda: client.get("/ready").status_code == 200, "the app is ready", READY_TIMEOUT_S)
             server = HostileServer(
                 client, mode, data_dir, user_key, admin_key, user_account, decoy_key, errors, 0, own_key_ids
             )

@@ -412,9 +412,8 @@ async def test_training_cpu_is_budgeted_per_account(tiny_runtime: Any, tmp_path:
         budget = app.state.context.classifiers.training_budget
         first = await client.post("/v1/classifiers", json=body, headers=bearer(alice))
         assert first.status_code == 200, first.text
-        stopped_at = (
-            budget._clock()
-        )  # the budget's clock stands still: Retry-After does not tick down meanwhile
+        # the budget's clock stands still: Retry-After does not tick down meanwhile
+        stopped_at = budget._clock()
         budget._clock = lambda: stopped_at
         [account] = budget.accounts_held()  # alice's, in debt
         debt = -budget.level(account)

@@ -114,9 +114,8 @@ async def test_a_key_sends_its_burst_at_once_and_then_only_at_its_rate(
         tiny_runtime, tmp_path, rate_limit_burst_requests=5, rate_limit_burst_images=3,
         rate_limited_answer_delay_s=0,
     ) as (client, app):  # fmt: skip
-        stopped_at = (
-            time.monotonic()
-        )  # the buckets' clock stands still: no token comes back however slow the test
+        # the buckets' clock stands still: no token comes back however slow the test
+        stopped_at = time.monotonic()
         app.state.context.meter._bursts._clock = lambda: stopped_at
         created = [
             await client.post("/v1/collections", json={"name": f"c{i}"}, headers=bearer(key))

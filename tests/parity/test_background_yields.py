@@ -4,7 +4,6 @@ exactly what an uninterrupted call gives, and open_clip's answer (full ViT-B-32,
 from __future__ import annotations
 
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from PIL import Image
 from clipserve.runtime.foreground_gate import ForegroundGate
 from clipserve.runtime.model import ClipRuntime, RuntimeSpec
 from tests.parity.conftest import Reference
-from tests.support import PHOTO_FILES, TEXTS, photo_path
+from tests.support import PHOTO_FILES, TEXTS, photo_path, wait_for
 
 TOLERANCE = 1e-5
 
@@ -34,11 +33,10 @@ def _paused_while_online_runs(runtime: ClipRuntime, background: object, online: 
         with ThreadPoolExecutor(1) as online_thread, ThreadPoolExecutor(1) as background_thread:
             gate.enter()  # online work in the house from the start: the background call pauses at once
             future = background_thread.submit(gate.run_background, background)  # type: ignore[arg-type]
-            deadline = time.monotonic() + 120
-            while gate.pauses == 0:  # it has reached its first yield point and waits there
-                assert not future.done(), "the background call ended without pausing"
-                assert time.monotonic() < deadline, "the background call never paused"
-                time.sleep(0.001)
+            wait_for(
+                lambda: gate.pauses > 0 or future.done(), "the background call waits at its first point", 120
+            )
+            assert not future.done(), "the background call ended without pausing"
             for _ in range(3):  # three online calls while the background one waits at its first point
                 online_thread.submit(online).result()  # type: ignore[arg-type]
             gate.leave()

@@ -52,6 +52,12 @@ _LISTENING = re.compile(r"Uvicorn running on http://[^\s:]+:(\d+)")
 def start_server(data_dir: Path, *args: str, ready_timeout_s: float = 90) -> ServerProcess:
     """`clipserve serve` on a port the kernel picks when the server binds (`--port 0`; read back from its log),
     so no other process can take the port between choosing and binding it; returns once /ready answers 200."""
+    return wait_until_serving(launch_server(data_dir, *args), ready_timeout_s)
+
+
+def launch_server(data_dir: Path, *args: str) -> ServerProcess:
+    """`clipserve serve --port 0`, not waited for: its base_url is empty until wait_until_serving has read the
+    bound port from its log."""
     log_path = data_dir / "server.log"
     data_dir.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "clipserve", "serve", "--port", "0", "--data-dir", str(data_dir), *args]
@@ -59,22 +65,23 @@ def start_server(data_dir: Path, *args: str, ready_timeout_s: float = 90) -> Ser
     process = subprocess.Popen(
         command, stdout=log_path.open("w"), stderr=subprocess.STDOUT, env=env, text=True
     )
-    return wait_until_serving(process, log_path, ready_timeout_s)
+    return ServerProcess(process, "", log_path)
 
 
-def wait_until_serving(
-    process: subprocess.Popen[str], log_path: Path, ready_timeout_s: float = 90
-) -> ServerProcess:
-    """Wait for a started `clipserve serve --port 0` to log the port it bound, then for /ready to answer 200."""
+def wait_until_serving(launched: ServerProcess, ready_timeout_s: float = 90) -> ServerProcess:
+    """Wait for a launched server to log the port it bound, then for /ready to answer 200; the same process
+    with its base_url."""
     deadline = time.monotonic() + ready_timeout_s
     server: ServerProcess | None = None
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited early ({process.returncode}):\n{log_path.read_text()}")
+        if launched.process.poll() is not None:
+            raise AssertionError(f"server exited early ({launched.process.returncode}):\n{launched.log()}")
         if server is None:
-            listening = _LISTENING.search(log_path.read_text())
+            listening = _LISTENING.search(launched.log())
             if listening is not None:
-                server = ServerProcess(process, f"http://127.0.0.1:{listening.group(1)}", log_path)
+                server = ServerProcess(
+                    launched.process, f"http://127.0.0.1:{listening.group(1)}", launched.log_path
+                )
         else:
             try:
                 if httpx.get(f"{server.base_url}/ready", timeout=1).status_code == 200:
@@ -82,8 +89,8 @@ def wait_until_serving(
             except httpx.TransportError:
                 pass
         time.sleep(0.1)
-    ServerProcess(process, "", log_path).stop()
-    raise AssertionError(f"server not ready in {ready_timeout_s}s:\n{log_path.read_text()}")
+    launched.stop()
+    raise AssertionError(f"server not ready in {ready_timeout_s}s:\n{launched.log()}")
 
 
 @pytest.fixture(scope="module")

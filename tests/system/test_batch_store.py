@@ -244,7 +244,7 @@ def test_cancel_stops_answers_and_charges_at_once(
     leased = store.claim_finalize("i1", 30)
     assert leased is not None
     assert (leased.id, leased.finalize_to) == (batch_id, "cancelled")
-    assert store.finalize(batch_id, "file-out", None, "cancelled")
+    assert store.finalize(batch_id, "file-out", None, "cancelled", finalizer="i1")
     done = store.get_batch(account, batch_id)
     assert (done.status, done.cancelled_at, done.output_file_id, done.completed) == (
         "cancelled",
@@ -261,7 +261,7 @@ def _finished(store: BatchStore, clock: FakeClock) -> str:
     batch_id = _batch(store, clock, None, None, 1)
     assert store.answer_line(batch_id, 1, "{}", 200, None)
     assert store.claim_finalize("f", 30) is not None
-    assert store.finalize(batch_id, "file-o", None, "completed")
+    assert store.finalize(batch_id, "file-o", None, "completed", finalizer="f")
     return batch_id
 
 
@@ -282,8 +282,8 @@ def test_a_fully_answered_batch_is_finalized_once_under_a_lease(store: BatchStor
     again = store.claim_finalize("i2", 30)
     assert again is not None
     assert again.id == batch_id
-    assert store.finalize(batch_id, "file-o", "file-e", "completed")
-    assert not store.finalize(batch_id, "file-o2", "file-e2", "completed")
+    assert store.finalize(batch_id, "file-o", "file-e", "completed", finalizer="i2")
+    assert not store.finalize(batch_id, "file-o2", "file-e2", "completed", finalizer="i2")
     done = store.get_batch(None, batch_id)
     assert (done.status, done.completed_at, done.output_file_id, done.error_file_id) == (
         "completed", clock(), "file-o", "file-e",
@@ -323,7 +323,7 @@ def test_a_batch_past_its_window_expires_with_its_partial_results(
     leased = store.claim_finalize("i1", 30)
     assert leased is not None
     assert (leased.status, leased.finalize_to) == ("finalizing", "expired")
-    assert store.finalize(batch_id, "file-o", None, "expired")
+    assert store.finalize(batch_id, "file-o", None, "expired", finalizer="i1")
     done = store.get_batch(None, batch_id)
     assert (done.status, done.expired_at, done.completed) == ("expired", clock(), 1)
     assert [a.line for a in store.answers(batch_id)] == [1]
@@ -382,7 +382,7 @@ def test_an_account_runs_at_most_its_quota_of_batches(store: BatchStore, clock: 
     store.request_cancel(None, running[0])
     assert create(None) == "batch_quota_exceeded"  # cancelling still runs until it is finalized
     assert store.claim_finalize("i", 30) is not None
-    assert store.finalize(running[0], None, None, "cancelled")
+    assert store.finalize(running[0], None, None, "cancelled", finalizer="i")
     assert create(None) == "ok"
 
 

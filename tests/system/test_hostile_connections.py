@@ -21,7 +21,7 @@ import uvicorn
 from clipserve.api.app import create_app
 from clipserve.server import GuardedHttpProtocol
 from tests.api.test_hostile_accounts import SettleThatWaits
-from tests.support import TINY_CONFIG, bearer, create_key, make_settings
+from tests.support import TINY_CONFIG, bearer, create_key, make_settings, wait_for
 from tests.system.conftest import HeldImages, ServerProcess, start_server
 
 # Generous: each bound only proves "closed by the server", against "open until the test gives up".
@@ -156,12 +156,11 @@ def test_connections_beyond_the_cap_get_503_at_once(tmp_path: Path) -> None:
         assert b"Retry-After: 1" in answer
         for sock in held:
             sock.close()
-        deadline = time.monotonic() + 30  # the server frees a slot once it has seen the close
-        while (status := httpx.get(f"{server.base_url}/health", timeout=10).status_code) != 200:
-            assert time.monotonic() < deadline, (
-                f"/health still answers {status} after the held connections closed"
-            )
-            time.sleep(0.05)
+        # the server frees a slot once it has seen the close
+        wait_for(
+            lambda: httpx.get(f"{server.base_url}/health", timeout=10).status_code == 200,
+            "/health answers 200 after the held connections closed",
+        )
     finally:
         server.stop()
 

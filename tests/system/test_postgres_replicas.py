@@ -13,8 +13,6 @@ import asyncio
 import math
 import os
 import random
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from fractions import Fraction
@@ -37,7 +35,7 @@ from tests.support import (
     ledger_of,
     open_accounts,
 )
-from tests.system.conftest import ServerProcess, wait_until_serving
+from tests.system.conftest import ServerProcess, launch_server, wait_until_serving
 
 REPLICAS = 3
 REQUESTS_PER_REPLICA = 20
@@ -50,25 +48,12 @@ SEED = int(os.environ.get("CLIPSERVE_TEST_SEED", "17"))
 
 
 def _launch(data_dir: Path, database_url: str) -> ServerProcess:
-    """A `clipserve serve` process on a port it binds itself (`--port 0`), not waited for: its base_url is
-    empty until `_wait_ready` has read the port from its log."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    log_path = data_dir / "server.log"
-    command = [
-        sys.executable, "-m", "clipserve", "serve", "--port", "0", "--data-dir", str(data_dir),
-        "--database-url", database_url, "--weights", "random", "--architecture", str(TINY_CONFIG),
+    """A replica, not waited for (wait_until_serving)."""
+    return launch_server(
+        data_dir, "--database-url", database_url, "--weights", "random", "--architecture", str(TINY_CONFIG),
         # auth on from the start: with auto, a server would serve (free) until it noticed the test's key
         "--auth", "on", "--rate-limit-requests-per-minute", "0", "--rate-limit-images-per-minute", "0",
-    ]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(
-        command, stdout=log_path.open("w"), stderr=subprocess.STDOUT, env=env, text=True
-    )
-    return ServerProcess(process, "", log_path)
-
-
-def _wait_ready(server: ServerProcess, timeout_s: float = 180) -> ServerProcess:
-    return wait_until_serving(server.process, server.log_path, timeout_s)
+    )  # fmt: skip
 
 
 def _migration_waiters(admin_url: str, database: str) -> int:
@@ -123,7 +108,7 @@ def replicas(postgres_admin_url: str, tmp_path_factory: pytest.TempPathFactory) 
                     raise AssertionError("the replicas never waited on the migration's advisory lock")
                 time.sleep(0.05)
             holder.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_ID,))
-            servers = [_wait_ready(server) for server in servers]
+            servers = [wait_until_serving(server, 180) for server in servers]
         except BaseException:
             for server in servers:
                 server.stop()

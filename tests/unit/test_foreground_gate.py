@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
 
 from clipserve.runtime.foreground_gate import ForegroundGate
+from tests.support import wait_for
 
 
 def _background_steps(gate: ForegroundGate, log: list[str], at_point: threading.Event) -> float:
@@ -42,7 +42,7 @@ def test_background_work_waits_at_a_yield_point_until_every_source_has_left() ->
     worker = threading.Thread(target=lambda: paused.append(_background_steps(gate, log, at_point)))
     worker.start()
     assert at_point.wait(10)
-    _wait_for(lambda: gate.pauses == 1)  # the worker waits at the yield point
+    wait_for(lambda: gate.pauses == 1, "the worker waits at the yield point")
     waiting_since = time.perf_counter()
     time.sleep(0.05)
     assert log == ["step 1"]
@@ -55,13 +55,6 @@ def test_background_work_waits_at_a_yield_point_until_every_source_has_left() ->
     assert log == ["step 1", "step 2"]
     assert gate.pauses == 1
     assert paused[0] >= released_at - waiting_since  # the pause it reports covers the whole wait
-
-
-def _wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.001)
 
 
 def test_background_work_on_an_idle_gate_runs_through() -> None:

@@ -6,7 +6,6 @@ import contextlib
 import functools
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from datetime import timedelta
 
 from clipserve.api.dependencies import AppContext
 from clipserve.api.endpoint_calls import prepare_line
@@ -36,15 +35,13 @@ class BatchOutputFiles:
         if not size:
             self.storage.delete(file_id)
             return None
-        retention = self.retention_s
-        expires = None if retention is None else self.store.clock() + timedelta(seconds=retention)
         self.store.create_file(
             batch.account_id,
             f"{batch.id}_{kind}.jsonl",
             "batch_output",
             size,
             file_id,
-            expires_at=expires,
+            expires_at=self.store.expiry(self.retention_s),
             file_id=file_id,
         )
         return file_id
@@ -54,8 +51,6 @@ class BatchOutputFiles:
 async def running_batches(context: AppContext) -> AsyncIterator[None]:
     """Run batch lines in the background while the app serves (stopped before the model queues drain)."""
     settings = context.settings
-    assert context.database is not None
-    assert context.accounts is not None
     assert context.ledger is not None
     assert context.store_pool is not None
     assert context.meter is not None

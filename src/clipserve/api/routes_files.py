@@ -4,7 +4,6 @@ another account's file is a 404, exactly as a missing one."""
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -70,8 +69,7 @@ async def upload_file(request: Request, caller: FreeCallerDep) -> FileObject:
         file_id = new_file_id()
         limits = UploadLimits(settings.max_batch_file_bytes, settings.max_batch_requests)
         size, _ = await asyncio.to_thread(store_upload, storage, file_id, upload.file, limits)
-    retention = settings.batch_file_retention_s
-    expires_at = None if retention is None else store.clock() + timedelta(seconds=retention)
+    expires_at = store.expiry(settings.batch_file_retention_s)
     try:
         record = await run_store(
             request,

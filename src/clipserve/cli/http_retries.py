@@ -17,11 +17,11 @@ def request_with_retries(
     """`http.request(method, path, **kwargs)`, retried on 429 and 503 (after their Retry-After, at most a
     minute) and, for reads, on a refused or dropped connection (a server restarting); the last answer is
     returned (or the last connection error raised) when `attempts` run out."""
-    for attempt in range(1, attempts + 1):
+    for _ in range(attempts - 1):
         try:
             response = http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            if method != "GET" or attempt == attempts:
+            if method != "GET":
                 raise
             tqdm.write(f"server unreachable ({exc.__class__.__name__}); retrying in 1 s")
             time.sleep(1.0)
@@ -29,9 +29,9 @@ def request_with_retries(
         retryable = response.status_code == 503 or (
             response.status_code == 429 and response.headers.get("x-should-retry") != "false"
         )
-        if not retryable or attempt == attempts:
+        if not retryable:
             return response
         delay = float(response.headers.get("retry-after", "1"))
         tqdm.write(f"server busy ({response.status_code}); retrying in {delay:.0f} s")
         time.sleep(min(delay, RETRY_CAP_S))
-    raise AssertionError("unreachable: the last attempt returns or raises")
+    return http.request(method, path, **kwargs)

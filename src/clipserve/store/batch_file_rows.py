@@ -5,7 +5,7 @@ per-account storage quota checked under a per-account lock. The bytes live in se
 from __future__ import annotations
 
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Table, and_, delete, func, insert, or_, select, text
@@ -31,6 +31,10 @@ class FileRows:
     def __init__(self, db: Database, clock: Clock = utc_now) -> None:
         self.db = db
         self.clock = clock
+
+    def expiry(self, retention_s: float | None) -> datetime | None:
+        """When a file made now expires under `retention_s` (None: kept until deleted)."""
+        return None if retention_s is None else self.clock() + timedelta(seconds=retention_s)
 
     def create_file(
         self,

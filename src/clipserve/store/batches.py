@@ -377,10 +377,11 @@ class BatchStore(FileRows):
         error_file_id: str | None,
         status: str,
         *,
-        finalizer: str | None = None,
+        finalizer: str,
     ) -> bool:
-        """The batch's last step: its files and final status (completed, cancelled or expired), once; False
-        if it was finalized already (or, with `finalizer`, if that instance's finalize lease was lost)."""
+        """The batch's last step, by the instance holding its finalize lease: its files and final status
+        (completed, cancelled or expired), once; False if it was finalized already or `finalizer` lost the
+        lease."""
         if status not in FINAL_STATUSES:
             raise ValueError(f"a batch is finalized as one of {FINAL_STATUSES}, not {status!r}")
         now = self.clock()
@@ -403,12 +404,13 @@ class BatchStore(FileRows):
             )
 
 
-def _finalizing(batch_id: str, finalizer: str | None) -> list[ColumnElement[bool]]:
-    """The batch, while it is being finalized (by `finalizer`, when given)."""
-    conditions = [batches.c.id == batch_id, batches.c.status.in_(("finalizing", "cancelling"))]
-    if finalizer is not None:
-        conditions.append(batches.c.finalizer == finalizer)
-    return conditions
+def _finalizing(batch_id: str, finalizer: str) -> list[ColumnElement[bool]]:
+    """The batch, while `finalizer` is finalizing it."""
+    return [
+        batches.c.id == batch_id,
+        batches.c.status.in_(("finalizing", "cancelling")),
+        batches.c.finalizer == finalizer,
+    ]
 
 
 def _batch(conn: Connection, batch_id: str, owned: ColumnElement[bool] | None = None) -> BatchRecord:

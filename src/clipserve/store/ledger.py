@@ -31,6 +31,9 @@ _HELD = select(func.coalesce(func.sum(holds.c.amount_micros), 0)).where(
     holds.c.expires_at > bindparam("now"),
     holds.c.instance_id.not_in(bindparam("dead", expanding=True)),
 )
+_AVAILABLE = select(accounts.c.balance_micros - _HELD.scalar_subquery()).where(
+    accounts.c.id == bindparam("account_id")
+)
 _INSERT_HOLD = insert(holds)
 _DELETE_HOLD = delete(holds).where(holds.c.charge_id == bindparam("charge_id"))
 _INSERT_LEDGER = insert(ledger)
@@ -145,13 +148,10 @@ class LedgerStore:
             self.heartbeat()
         now = self.clock()
         with self.db.read() as conn:
-            balance = conn.execute(
-                select(accounts.c.balance_micros).where(accounts.c.id == account_id)
+            available = conn.execute(
+                _AVAILABLE, {"account_id": account_id, "now": now, "dead": sorted(self._dead(conn, now))}
             ).scalar_one()
-            held = conn.execute(
-                _HELD, {"account_id": account_id, "now": now, "dead": sorted(self._dead(conn, now))}
-            ).scalar_one()
-        return int(balance) - int(held)
+        return int(available)
 
     def admit(self, request: AdmissionRequest) -> Admitted:
         """Check limits and credit and reserve the estimate, in one transaction; raises when refused."""
