@@ -11,7 +11,7 @@ import pytest
 
 from clipserve.runtime.batcher import BatcherStoppedError, DynamicBatcher, QueueFullError
 from clipserve.runtime.fair_queue import background_tenant
-from clipserve.runtime.foreground_gate import ForegroundGate
+from clipserve.runtime.foreground_gate import BackgroundLane, ForegroundGate
 from clipserve.runtime.tenant_activity import TenantActivity
 from tests.support import until
 
@@ -376,7 +376,7 @@ async def preemptible_batcher(model: SteppedModel) -> AsyncIterator[DynamicBatch
     ):
         batcher: DynamicBatcher[int, int] = DynamicBatcher(
             "test", model.run, online, max_batch_size=8, max_wait_s=0.0, max_queue_size=64,
-            background_idle_s=0.0, gate=model.gate, background_executor=background,
+            background_idle_s=0.0, background=BackgroundLane(model.gate, background),
         )  # fmt: skip
         batcher.start()
         try:

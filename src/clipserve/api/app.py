@@ -46,7 +46,7 @@ from clipserve.metrics import ServiceMetrics
 from clipserve.model_card import HUB_ID
 from clipserve.runtime.fair_queue import FairExecutor
 from clipserve.runtime.fetch import ImageFetcher
-from clipserve.runtime.foreground_gate import ForegroundGate
+from clipserve.runtime.foreground_gate import BackgroundLane, ForegroundGate
 from clipserve.runtime.heap import freeze_long_lived, unfreeze
 from clipserve.runtime.model import ClipRuntime
 from clipserve.service.auth import Authenticator
@@ -302,7 +302,7 @@ async def _running_services(context: AppContext) -> AsyncIterator[None]:
     background_compute = ThreadPoolExecutor(1, thread_name_prefix="clipserve-background-compute")
     gate = ForegroundGate()
     yield_points = runtime.add_yield_points(gate.yield_point) if settings.batch_yields else []
-    background = (gate, background_compute) if yield_points else None
+    background = BackgroundLane(gate, background_compute) if yield_points else None
     queues = EncoderQueues.create(runtime, settings, compute, metrics, background)
     metrics.watch_queue("images", lambda: queues.images.depth)
     metrics.watch_queue("texts", lambda: queues.texts.depth)

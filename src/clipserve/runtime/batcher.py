@@ -25,7 +25,7 @@ from typing import Generic, Protocol, TypeVar
 
 from clipserve.errors import ServiceOverloadedError, ServiceUnavailableError
 from clipserve.runtime.fair_queue import FairQueue, is_background
-from clipserve.runtime.foreground_gate import ForegroundGate
+from clipserve.runtime.foreground_gate import BackgroundLane
 from clipserve.runtime.tenant_activity import TenantActivity
 
 logger = logging.getLogger(__name__)
@@ -128,8 +128,7 @@ class DynamicBatcher(Generic[T, R]):
         payload_bytes: Callable[[T], int] | None = None,
         observer: BatchObserver | None = None,
         background_idle_s: float | None = None,
-        gate: ForegroundGate | None = None,
-        background_executor: Executor | None = None,
+        background: BackgroundLane | None = None,
     ) -> None:
         self.name = name
         self._run_batch = run_batch
@@ -152,12 +151,11 @@ class DynamicBatcher(Generic[T, R]):
         # interrupted; with one, it steps aside at its next yield point).
         self._background_idle_s = background_idle_s
         self._last_foreground_done = float("-inf")
-        # With a gate and an executor of their own, background batches run beside the online ones and pause at
-        # the model's yield points while this queue (or another on the gate) has online work in the house
+        # With a lane of their own, background batches run beside the online ones and pause at the model's
+        # yield points while this queue (or another on the lane's gate) has online work in the house
         # (runtime/foreground_gate.py): an online item then waits for one transformer step of a background
         # batch, not for all of it.
-        self._gate = gate if background_executor is not None else None
-        self._background_executor = background_executor
+        self._lane = background
         self._background: asyncio.Task[None] | None = None  # the background batch running, at most one
         self._foreground_items = 0  # online items reserved or queued
         self._item_s: float | None = None
@@ -280,10 +278,10 @@ class DynamicBatcher(Generic[T, R]):
             # the gate is held while online items are reserved or queued (and, in _run, while in the model)
             before = self._foreground_items
             self._foreground_items += size
-            if self._gate is not None and before == 0 < self._foreground_items:
-                self._gate.enter()
-            elif self._gate is not None and before > 0 == self._foreground_items:
-                self._gate.leave()
+            if self._lane is not None and before == 0 < self._foreground_items:
+                self._lane.gate.enter()
+            elif self._lane is not None and before > 0 == self._foreground_items:
+                self._lane.gate.leave()
 
     def start(self) -> None:
         if self._task is None:
@@ -309,13 +307,13 @@ class DynamicBatcher(Generic[T, R]):
             await self._wait_for_fill()
             await self._wait_for_idle_capacity()
             foreground = self._pending.foreground_size > 0
-            if foreground and self._gate is not None:
-                self._gate.enter()  # before its items leave the count: the gate stays held
+            if foreground and self._lane is not None:
+                self._lane.gate.enter()  # before its items leave the count: the gate stays held
             try:
                 batch = self._take_batch()
                 if not batch:
                     continue
-                if not foreground and self._gate is not None:
+                if not foreground and self._lane is not None:
                     await self._background_finished()  # one at a time: the last one has ended
                     self._background = asyncio.create_task(self._run_background(batch))
                     continue
@@ -326,8 +324,8 @@ class DynamicBatcher(Generic[T, R]):
             finally:
                 if foreground:
                     self._last_foreground_done = time.perf_counter()
-                    if self._gate is not None:
-                        self._gate.leave()
+                    if self._lane is not None:
+                        self._lane.gate.leave()
 
     def _batch_done(self, batch: list[_Pending[T, R]]) -> None:
         for item in batch:
@@ -405,10 +403,8 @@ class DynamicBatcher(Generic[T, R]):
         paused_s = 0.0
         try:
             call = functools.partial(self._run_batch, [p.payload for p in batch])
-            if background and self._gate is not None:
-                results, paused_s = await loop.run_in_executor(
-                    self._background_executor, self._gate.run_background, call
-                )
+            if background and self._lane is not None:
+                results, paused_s = await self._lane.run(call)
             else:
                 results = await loop.run_in_executor(self._executor, call)
             if len(results) != len(batch):

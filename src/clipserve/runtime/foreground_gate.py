@@ -15,9 +15,12 @@ ends (`enter`/`leave`, counted, from the event loop); background calls run throu
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import TypeVar
 
 R = TypeVar("R")
@@ -71,3 +74,15 @@ class ForegroundGate:
             while self._busy:
                 self._changed.wait()
         self._local.paused_s += time.perf_counter() - started
+
+
+@dataclass(frozen=True)
+class BackgroundLane:
+    """Where background model calls run: on their own (single) thread, through the gate."""
+
+    gate: ForegroundGate
+    executor: Executor
+
+    async def run(self, call: Callable[[], R]) -> tuple[R, float]:
+        """`gate.run_background(call)` on the lane's thread: the result and the seconds it waited."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self.gate.run_background, call)

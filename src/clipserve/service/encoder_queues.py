@@ -12,7 +12,7 @@ import torch
 from clipserve.config import Settings
 from clipserve.runtime.batcher import BatchObserver, DynamicBatcher
 from clipserve.runtime.fair_slots import FairSlots
-from clipserve.runtime.foreground_gate import ForegroundGate
+from clipserve.runtime.foreground_gate import BackgroundLane
 from clipserve.runtime.model import ClipRuntime
 from clipserve.runtime.tenant_activity import TenantActivity
 
@@ -33,12 +33,11 @@ class EncoderQueues:
         settings: Settings,
         compute: Executor,
         observer: BatchObserver | None,
-        background: tuple[ForegroundGate, Executor] | None = None,
+        background: BackgroundLane | None = None,
     ) -> EncoderQueues:
         """One queue per tower. `compute` should be single-threaded: the model already uses every core.
-        `background`: the gate and the (single) thread on which Batch API work runs, pausing at the model's
-        yield points for online work (runtime/foreground_gate.py); None: it runs on `compute`, whole."""
-        gate, background_compute = background if background is not None else (None, None)
+        `background`: the lane on which Batch API work runs, pausing at the model's yield points for online work
+        (runtime/foreground_gate.py); None: it runs on `compute`, whole."""
 
         def encode_images(pixels: list[torch.Tensor]) -> list[np.ndarray]:
             return list(runtime.encode_images(torch.stack(pixels)))
@@ -67,8 +66,7 @@ class EncoderQueues:
             payload_bytes=_tensor_bytes,
             observer=observer,
             background_idle_s=settings.batch_idle_ms / 1000,
-            gate=gate,
-            background_executor=background_compute,
+            background=background,
         )
         texts: TextQueue = DynamicBatcher(
             "texts",
@@ -83,8 +81,7 @@ class EncoderQueues:
             max_tenant_items=settings.queue_items_per_account,
             observer=observer,
             background_idle_s=settings.batch_idle_ms / 1000,
-            gate=gate,
-            background_executor=background_compute,
+            background=background,
         )
         # Per account half the pool: enough for one account alone to decode a full batch ahead while the model
         # runs the last one, and always room for other accounts, who would otherwise wait for a batch to finish
